@@ -1,0 +1,3 @@
+from .lambda_warmup_hook import LambdaWarmupHook
+
+__all__ = ['LambdaWarmupHook']

@@ -1,0 +1,3 @@
+from .densevit import DenseViT
+
+__all__ = ['DenseViT']

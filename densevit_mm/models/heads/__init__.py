@@ -1,0 +1,3 @@
+from .dense_contrastive_head import DenseContrastiveHead
+
+__all__ = ['DenseContrastiveHead']

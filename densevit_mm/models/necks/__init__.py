@@ -1,0 +1,3 @@
+from .dense_projection_neck import DenseProjectionNeck
+
+__all__ = ['DenseProjectionNeck']

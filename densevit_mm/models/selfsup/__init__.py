@@ -1,0 +1,3 @@
+from .densevit_selfsup import DenseViTSelfSup
+
+__all__ = ['DenseViTSelfSup']

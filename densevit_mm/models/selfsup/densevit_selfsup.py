@@ -1,0 +1,85 @@
+"""The DenseViT pretraining algorithm: DenseCL on a Vision Transformer."""
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.model import ExponentialMovingAverage
+from mmpretrain.models.selfsup import BaseSelfSupervisor
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+
+@MODELS.register_module()
+class DenseViTSelfSup(BaseSelfSupervisor):
+    """Dense contrastive pretraining of a ViT (DenseCL, Wang et al., CVPR 2021).
+
+    The query view goes through the online backbone and neck; the key view through a
+    momentum (EMA) copy of both.  The global term contrasts CLS projections, the dense term
+    every patch projection with its best-matching key patch; the backbone features of the
+    two views decide the match.  Unlike DenseCL's ResNet, a ViT has no BatchNorm, so the
+    keys need no batch shuffle across GPUs (as in MoCo v3).
+
+    Args:
+        backbone (dict): Backbone config, a ``DenseViT`` with ``out_type='cls_and_patch'``.
+        neck (dict): Neck config, a ``DenseProjectionNeck``.
+        head (dict): Head config, a ``DenseContrastiveHead``.
+        momentum (float): EMA momentum in **mmengine's convention**: the weight of the
+            online model in each update, ``key = (1 - momentum) * key + momentum * online``.
+            MoCo's ``m`` is ``1 - momentum``; the default 0.01 is MoCo v3's m = 0.99 for ViT.
+        loss_lambda (float): Weight of the dense term; the global term gets
+            ``1 - loss_lambda``. Defaults to 0.5 (DenseCL). ``LambdaWarmupHook`` holds it at
+            0 for the first iterations.
+        data_preprocessor (dict, optional): Defaults to ``SelfSupDataPreprocessor``.
+        init_cfg (dict | list[dict], optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: dict,
+                 head: dict,
+                 momentum: float = 0.01,
+                 loss_lambda: float = 0.5,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        if not 0 < momentum <= 1:
+            raise ValueError(f'momentum must be in (0, 1] (mmengine convention: the online '
+                             f'weight per update, MoCo m = 1 - momentum), got {momentum}')
+        if not 0 <= loss_lambda <= 1:
+            raise ValueError(f'loss_lambda must be in [0, 1], got {loss_lambda}')
+        super().__init__(backbone=backbone, neck=neck, head=head,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        # mmengine's EMA copies the online weights on its first update, so the key encoder
+        # starts equal to the query encoder whatever init_weights() did to it.
+        self.target_encoder = ExponentialMovingAverage(
+            nn.Sequential(self.backbone, self.neck), momentum=momentum)
+        self.loss_lambda = loss_lambda
+
+    def loss(self, inputs: List[torch.Tensor], data_samples: List[DataSample],
+             **kwargs) -> Dict[str, torch.Tensor]:
+        """Losses of one batch of two views, already weighted by ``(1 - lambda)`` / ``lambda``.
+
+        Args:
+            inputs (list[Tensor]): Two views, each ``(B, 3, H, W)``.
+            data_samples (list[DataSample]): Unused.
+
+        Returns:
+            dict: ``loss_global`` and ``loss_dense``.
+        """
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise ValueError('DenseViTSelfSup needs two views per image: use a MultiView '
+                             'transform with num_views=2 in the data pipeline.')
+        view_q, view_k = inputs
+        q_out = self.backbone(view_q)
+        q_patch = q_out[-1][1]  # (B, N, C)
+        q_global, q_dense, _ = self.neck(q_out)
+
+        with torch.no_grad():
+            self.target_encoder.update_parameters(nn.Sequential(self.backbone, self.neck))
+            key_backbone, key_neck = self.target_encoder.module
+            k_out = key_backbone(view_k)
+            k_patch = k_out[-1][1]  # (B, N, C)
+            k_global, k_dense, k_pooled = key_neck(k_out)
+
+        losses = self.head.loss(q_global, k_global, q_dense, k_dense, k_pooled, q_patch, k_patch)
+        return dict(loss_global=(1 - self.loss_lambda) * losses['loss_global'],
+                    loss_dense=self.loss_lambda * losses['loss_dense'])
