@@ -1,0 +1,40 @@
+"""Evaluate a checkpoint with a DenseViT config (linear probe, segmentation, detection).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out metrics.json]
+                         [--cfg-options key=value ...]
+Several GPUs or nodes: tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES.
+"""
+import argparse
+import json
+
+from mmengine.config import Config
+from mmengine.dist import is_main_process
+from mmengine.runner import Runner
+
+from densevit_mm import compat
+from densevit_mm.runner_args import add_runner_args, apply_runner_args
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Evaluate a DenseViT model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='also write the metrics to this JSON file')
+    add_runner_args(parser)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.load_from = args.checkpoint
+    apply_runner_args(cfg, args)
+    compat.setup_cpu_distributed(cfg)
+    metrics = Runner.from_cfg(cfg).test()
+    if args.out and is_main_process():
+        with open(args.out, 'w') as f:
+            json.dump(metrics, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
