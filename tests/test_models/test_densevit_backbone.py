@@ -1,0 +1,68 @@
+import pytest
+import timm
+import torch
+from mmpretrain.models.utils import resize_pos_embed
+from mmpretrain.registry import MODELS
+
+from densevit_mm.models import DenseViT
+
+TIMM_TWIN = {'densevit-ti': 'vit_tiny_patch16_224', 'densevit-s': 'vit_small_patch16_224',
+             'densevit-b': 'vit_base_patch16_224'}
+WIDTH = {'densevit-debug': 192, 'densevit-ti': 192, 'densevit-s': 384, 'densevit-b': 768}
+DEPTH = {'densevit-debug': 1, 'densevit-ti': 12, 'densevit-s': 12, 'densevit-b': 12}
+
+
+@pytest.mark.parametrize('arch', sorted(TIMM_TWIN))
+def test_parameter_count_equals_timm_vit_without_head(arch):
+    ours = DenseViT(arch=arch)
+    twin = timm.create_model(TIMM_TWIN[arch], pretrained=False, num_classes=0)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in twin.parameters())
+    assert ours.embed_dims == WIDTH[arch] and ours.num_layers == DEPTH[arch]
+
+
+@pytest.mark.parametrize('arch', ['densevit-debug', 'densevit-ti'])
+def test_cls_and_patch_shapes_and_every_parameter_gets_a_gradient(arch):
+    model = MODELS.build(dict(type='DenseViT', arch=arch))
+    model.init_weights()
+    (cls_token, patch), = model(torch.randn(2, 3, 224, 224))
+    assert cls_token.shape == (2, WIDTH[arch]) and patch.shape == (2, 196, WIDTH[arch])
+    assert torch.isfinite(patch).all()
+    (cls_token.sum() + patch.square().mean()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_featmaps_at_chosen_layers_and_other_input_sizes():
+    model = DenseViT(arch='densevit-ti', out_type='featmap', out_indices=(3, 5, 7, 11))
+    outs = model(torch.randn(1, 3, 256, 320))  # pos embed resized 14x14 -> 16x20 on the fly
+    assert [tuple(o.shape) for o in outs] == [(1, 192, 16, 20)] * 4
+    cls_token, = DenseViT(arch='densevit-debug', out_type='cls_token')(torch.randn(2, 3, 64, 64))
+    assert cls_token.shape == (2, 192)
+
+
+def test_loading_another_grid_resizes_the_position_embedding_and_round_trips():
+    src = DenseViT(arch='densevit-debug', img_size=224)
+    # A smooth position embedding (as trained ones are) survives 14 -> 28 -> 14.
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 14), torch.linspace(0, 1, 14), indexing='ij')
+    freqs = torch.linspace(0.5, 2, 192)
+    grid = torch.sin(yy.reshape(-1, 1) * freqs) + torch.cos(xx.reshape(-1, 1) * freqs)  # (196, C)
+    src.pos_embed.data = torch.cat([torch.randn(1, 192), grid]).unsqueeze(0)
+
+    big = DenseViT(arch='densevit-debug', img_size=448)
+    big.load_state_dict(src.state_dict())
+    assert big.pos_embed.shape == (1, 1 + 28 * 28, 192)
+    expected = resize_pos_embed(src.pos_embed.data, (14, 14), (28, 28), 'bicubic', 1)
+    assert torch.equal(big.pos_embed.data, expected)
+    assert torch.equal(big.pos_embed.data[:, 0], src.pos_embed.data[:, 0])  # CLS untouched
+
+    back = DenseViT(arch='densevit-debug', img_size=224)
+    back.load_state_dict(big.state_dict())
+    # bicubic up then down is not exact: within 0.25% of the embedding range (about 2)
+    torch.testing.assert_close(back.pos_embed.data, src.pos_embed.data, atol=5e-3, rtol=0)
+
+
+def test_bad_arch_and_out_type_are_named():
+    with pytest.raises(ValueError, match="Unknown DenseViT arch 'small'"):
+        DenseViT(arch='small')
+    with pytest.raises(ValueError, match="Unknown out_type 'tokens'"):
+        DenseViT(arch='densevit-debug', out_type='tokens')

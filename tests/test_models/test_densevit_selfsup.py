@@ -1,0 +1,93 @@
+import pytest
+import torch
+from mmengine.config import Config
+from mmpretrain.registry import MODELS
+
+from densevit_mm.models import DenseProjectionNeck
+
+
+@pytest.fixture
+def model():
+    cfg = Config.fromfile('configs/pretrain/densevit_debug.py')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def two_views(B=4, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, 3, size, size, generator=g) for _ in range(2)]
+
+
+def test_neck_shapes_and_pooled_vector():
+    neck = DenseProjectionNeck(in_channels=12, hid_channels=32, out_channels=8,
+                               dense_out_channels=6)
+    cls_token, patch = torch.randn(3, 12), torch.randn(3, 196, 12)
+    global_proj, dense, pooled = neck([(cls_token, patch)])
+    assert global_proj.shape == (3, 8) and dense.shape == (3, 196, 6)
+    torch.testing.assert_close(pooled, dense.mean(dim=1))
+    # the dense MLP acts on each token alone: token 5 only depends on patch[:, 5]
+    patch2 = patch.clone()
+    patch2[:, 6:] = 0
+    torch.testing.assert_close(neck([(cls_token, patch2)])[1][:, 5], dense[:, 5])
+
+
+def test_loss_dict_is_weighted_by_lambda(model):
+    views = two_views()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def losses_at(loss_lambda):
+        model.load_state_dict(state)  # same weights, queues and EMA step every time
+        model.loss_lambda = loss_lambda
+        return {k: float(v.detach()) for k, v in model.loss(views, None).items()}
+
+    raw_global = losses_at(0.)['loss_global']
+    raw_dense = losses_at(1.)['loss_dense']
+    weighted = losses_at(0.3)
+    assert set(weighted) == {'loss_global', 'loss_dense'}
+    assert weighted['loss_global'] == pytest.approx(0.7 * raw_global, rel=1e-6)
+    assert weighted['loss_dense'] == pytest.approx(0.3 * raw_dense, rel=1e-6)
+
+
+def test_every_online_parameter_gets_a_gradient_and_keys_get_none(model):
+    losses = model.loss(two_views(), None)
+    sum(losses.values()).backward()
+    no_grad = [n for n, p in model.named_parameters()
+               if not n.startswith('target_encoder') and p.grad is None]
+    assert no_grad == []
+    assert all(p.grad is None for p in model.target_encoder.parameters())
+
+
+def test_momentum_follows_mmengine_convention(model):
+    momentum = model.target_encoder.momentum
+    assert momentum == 0.01
+    model.loss(two_views(seed=0), None)  # first update: the key encoder copies the online one
+    online = dict(model.backbone.named_parameters())
+    keyed = dict(model.target_encoder.module[0].named_parameters())
+    for name, p in online.items():
+        assert torch.equal(keyed[name], p)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)  # pretend an optimiser step
+    before = {n: p.clone() for n, p in keyed.items()}
+    model.loss(two_views(seed=1), None)
+    for name, p in online.items():
+        expected = (1 - momentum) * before[name] + momentum * p
+        torch.testing.assert_close(keyed[name], expected)
+
+
+def test_both_queues_advance_by_the_batch(model):
+    model.loss(two_views(B=4), None)
+    assert int(model.head.loss_dense.queue_ptr) == 4
+    assert int(model.head.loss_global.queue_ptr) == 4
+
+
+def test_one_view_is_refused(model):
+    with pytest.raises(ValueError, match='two views per image'):
+        model.loss([torch.randn(2, 3, 64, 64)], None)
+
+
+def test_extract_feat_is_the_backbone_output(model):
+    x = torch.randn(2, 3, 64, 64)
+    (cls_token, patch), = model.extract_feat(x)
+    assert cls_token.shape == (2, 192) and patch.shape == (2, 16, 192)
