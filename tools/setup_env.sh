@@ -30,6 +30,14 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$python_bin" -m venv "$VENV"
 fi
 PY=$VENV/bin/python
+# Skip the pip calls when nothing that decides the environment changed since the last success.
+STAMP=$VENV/.densevit-setup-stamp
+stamp=$(cat "$CONSTRAINTS" "$ROOT/setup.py" "$0" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$stamp" ] && "$PY" -c 'import densevit_mm, mmseg, mmdet' 2>/dev/null; then
+    log "environment up to date ($VENV)"
+    exit 0
+fi
+rm -f "$STAMP"
 pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS" "$@"; }
 
 # torch first: mmcv's build imports it, and every later install must see the same version.
@@ -95,4 +103,5 @@ fi
 log "installing the OpenMMLab stack and densevit_mm (editable)"
 pip_install -e "$ROOT[tests]"
 "$PY" -c 'import densevit_mm, mmpretrain, mmseg, mmdet, timm; print("stack imports: ok")'
+echo "$stamp" > "$STAMP"
 log "done: activate with 'source $VENV/bin/activate'"
