@@ -13,15 +13,16 @@ from mmengine.runner import Runner
 DEBUG_CONFIG = 'configs/pretrain/densevit_debug.py'
 
 
-def write_test_config(path, data_root, **overrides):
+def write_test_config(path, data_root, pipeline=None, **overrides):
     """A config inheriting the debug one, with the recording hook and small batches."""
+    dataset = f'data_root={data_root!r}' + (f', pipeline={pipeline}' if pipeline else '')
     lines = [
         f'_base_ = {osp.abspath(DEBUG_CONFIG)!r}',
         "custom_imports = dict(imports=['densevit_mm', 'tests.fixtures.recording_hook'], "
         'allow_failed_imports=False)',
         "custom_hooks = [dict(type='LambdaWarmupHook', start_iters=2), "
         "dict(type='RecordingHook')]",
-        f"train_dataloader = dict(batch_size=4, dataset=dict(data_root={data_root!r}))",
+        f'train_dataloader = dict(batch_size=4, dataset=dict({dataset}))',
     ]
     lines += [f'{key} = {value}' for key, value in overrides.items()]
     path.write_text('\n'.join(lines) + '\n')
@@ -82,9 +83,7 @@ def run(config, work_dir, max_iters, resume=False):
 
 def test_resume_continues_exactly(tmp_path, synthetic_root):
     # Fixed views: the data pipeline's RNG state is not part of a checkpoint.
-    config = write_test_config(tmp_path / 'cfg.py', synthetic_root)
-    with open(config, 'a') as f:
-        f.write(f'train_dataloader.update(dataset=dict(pipeline={DETERMINISTIC_VIEWS}))\n')
+    config = write_test_config(tmp_path / 'cfg.py', synthetic_root, DETERMINISTIC_VIEWS)
     straight, straight_ckpt = run(config, tmp_path / 'straight', max_iters=6)
     run(config, tmp_path / 'resumed', max_iters=3)
     resumed, resumed_ckpt = run(config, tmp_path / 'resumed', max_iters=6, resume=True)
