@@ -46,24 +46,28 @@ def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
     return (yy >= top) & (yy <= base) & (np.abs(xx - cx) <= half_width)
 
 
-def render_scene(seed: int, index: int, size: int = 96,
-                 max_objects: int = 5) -> Tuple[np.ndarray, np.ndarray]:
+def render_scene(seed: int, index: int, size: int = 96, max_objects: int = 5,
+                 with_instances: bool = False) -> Tuple[np.ndarray, ...]:
     """Render scene ``index`` of the set ``seed``.
 
     Returns:
         tuple: ``image`` uint8 ``(size, size, 3)`` RGB and ``labels`` uint8 ``(size, size)``,
         0 for background and ``1 + SHAPES.index(shape)`` for each object; later objects
-        occlude earlier ones.
+        occlude earlier ones.  With ``with_instances``, also ``instance_ids`` uint8
+        ``(size, size)``: 0 for background, ``n`` for the n-th object drawn.
     """
     rng = np.random.default_rng([seed, index])
     image = _texture(rng, size)
     labels = np.zeros((size, size), dtype=np.uint8)
-    for _ in range(rng.integers(1, max_objects + 1)):
+    instance_ids = np.zeros((size, size), dtype=np.uint8)
+    for n in range(1, rng.integers(1, max_objects + 1) + 1):
         shape_id = int(rng.integers(len(SHAPES)))
         mask = _shape_mask(rng, SHAPES[shape_id], size)
         image[mask] = _texture(rng, size)[mask]
         labels[mask] = shape_id + 1
-    return np.clip(image, 0, 255).astype(np.uint8), labels
+        instance_ids[mask] = n
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    return (image, labels, instance_ids) if with_instances else (image, labels)
 
 
 def write_image_folder(root: str, num_images: int, size: int = 96, seed: int = 0) -> None:

@@ -1,8 +1,11 @@
 """The DenseViT backbone: a plain ViT that hands both its CLS token and its patch tokens on."""
+import math
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from mmpretrain.models.backbones import VisionTransformer
+from mmpretrain.models.utils import resize_pos_embed
 from mmpretrain.registry import MODELS
 
 
@@ -38,6 +41,12 @@ class DenseViT(VisionTransformer):
             ``'avg_featmap'``. Defaults to ``'cls_and_patch'``.
         out_indices (int | Sequence[int]): Layers whose output is returned (negative counts
             from the end). Defaults to -1.
+        window_size (int, optional): If set, every layer not in ``global_attn_indexes``
+            attends within non-overlapping ``window_size`` x ``window_size`` windows of the
+            patch grid (zero-padded), as ViTDet; the weights are the same as without.
+            Needs ``with_cls_token=False`` and ``out_type='featmap'``. Defaults to None.
+        global_attn_indexes (Sequence[int]): Layers that keep global attention when
+            ``window_size`` is set (ViTDet: 2, 5, 8, 11). Defaults to ().
         init_cfg (dict | list[dict], optional): Initialisation; defaults to the timm / DeiT
             scheme (truncated normal std 0.02 for linear layers, unit LayerNorm).
         **kwargs: Any other argument of mmpretrain's ``VisionTransformer``
@@ -58,6 +67,8 @@ class DenseViT(VisionTransformer):
                  patch_size: int = 16,
                  out_type: str = 'cls_and_patch',
                  out_indices: Union[int, Sequence[int]] = -1,
+                 window_size: Optional[int] = None,
+                 global_attn_indexes: Sequence[int] = (),
                  init_cfg: Optional[Union[dict, list]] = None,
                  **kwargs) -> None:
         if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
@@ -66,6 +77,12 @@ class DenseViT(VisionTransformer):
         if out_type not in self.OUT_TYPES:
             raise ValueError(f'Unknown out_type {out_type!r}; choose one of '
                              f'{sorted(self.OUT_TYPES)}.')
+        if window_size is not None:
+            if window_size < 1:
+                raise ValueError(f'window_size must be positive, got {window_size}')
+            if kwargs.get('with_cls_token', True) or out_type != 'featmap':
+                raise ValueError('windowed attention (ViTDet) works on the patch grid alone: '
+                                 "set with_cls_token=False and out_type='featmap'")
         if init_cfg is None:
             init_cfg = [
                 dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
@@ -75,6 +92,93 @@ class DenseViT(VisionTransformer):
             out_indices = list(out_indices)  # the parent normalises it in place
         super().__init__(arch=arch, img_size=img_size, patch_size=patch_size,
                          out_type=out_type, out_indices=out_indices, init_cfg=init_cfg, **kwargs)
+        bad = [i for i in global_attn_indexes if not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f'global_attn_indexes {bad} are not layers of this '
+                             f'{self.num_layers}-layer DenseViT')
+        self.window_size = window_size
+        self.global_attn_indexes = tuple(global_attn_indexes)
+
+    def _prepare_pos_embed(self, state_dict, prefix, *args, **kwargs):
+        # mmpretrain drops a checkpoint's CLS row only when the grids already agree; drop it
+        # whenever this model has no CLS token (ViTDet style) before the grid is resized.
+        name = prefix + 'pos_embed'
+        if not self.with_cls_token and name in state_dict:
+            rows = state_dict[name].shape[1]
+            if math.isqrt(rows - 1) ** 2 == rows - 1:  # 1 + a square grid: has a CLS row
+                state_dict[name] = state_dict[name][:, 1:]
+        super()._prepare_pos_embed(state_dict, prefix, *args, **kwargs)
+
+    def init_weights(self) -> None:
+        """Initialise, or load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` strictly.
+
+        mmengine's ``Pretrained`` init loads with ``strict=False`` and only logs what did not
+        match; a transfer run would then train from partly random weights without a word.
+        Here every backbone key must be present and nothing unexpected may remain.  The
+        checkpoint may be a DenseViT pretraining or backbone-only file, or a timm-layout ViT
+        (DeiT, DINO, MAE, MoCo v3); the position embedding is resized to this grid.
+        """
+        cfg = self.init_cfg
+        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+            super().init_weights()
+            return
+        from densevit_mm.checkpoint import load_densevit_state_dict
+        from mmengine.logging import MMLogger
+        checkpoint = cfg.get('checkpoint')
+        if not checkpoint:
+            raise ValueError('init_cfg Pretrained has no checkpoint: set '
+                             'model.backbone.init_cfg.checkpoint=PATH (e.g. with --cfg-options)')
+        state, report = load_densevit_state_dict(checkpoint, cfg.get('prefix'))
+        if not self.with_cls_token:
+            state.pop('cls_token', None)  # its position-embedding row is dropped on load
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatch: most often another arch
+            raise RuntimeError(f'{checkpoint} does not fit this {self.embed_dims}-wide, '
+                               f'{self.num_layers}-layer DenseViT: {err}') from err
+        if missing or unexpected:
+            raise RuntimeError(
+                f'{checkpoint} does not match the DenseViT backbone: missing keys {missing}, '
+                f'unexpected keys {unexpected}. Check the arch and the checkpoint '
+                '(tools/convert_checkpoint.py shows what a file holds).')
+        MMLogger.get_current_instance().info(
+            f'DenseViT: loaded all {len(state)} backbone tensors from {checkpoint} '
+            f'({report["format"]} layout, prefix {report["prefix"]!r}, '
+            f'{len(report["dropped"])} non-backbone keys left out)')
+        self._is_init = True
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        if self.window_size is None:
+            return super().forward(x)
+        x, hw = self.patch_embed(x)  # (B, H*W, C), no CLS token in windowed mode
+        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, hw,
+                                 mode=self.interpolate_mode, num_extra_tokens=0)
+        x = self.pre_norm(self.drop_after_pos(x))
+        outs = []
+        for i, layer in enumerate(self.layers):
+            if i in self.global_attn_indexes:
+                x = layer(x)
+            else:
+                x = x + self._window_attention(layer, layer.ln1(x), hw)
+                x = layer.ffn(layer.ln2(x), identity=x)
+            if i == len(self.layers) - 1 and self.final_norm:
+                x = self.ln1(x)
+            if i in self.out_indices:
+                outs.append(self._format_output(x, hw))
+        return tuple(outs)
+
+    def _window_attention(self, layer, x: torch.Tensor, hw) -> torch.Tensor:
+        """``layer.attn`` within windows of the (zero-padded) patch grid: ``(B, H*W, C)``."""
+        B, _, C = x.shape
+        H, W = hw
+        w = self.window_size
+        pad_h, pad_w = (-H) % w, (-W) % w
+        x = F.pad(x.view(B, H, W, C), (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
+        Hp, Wp = H + pad_h, W + pad_w
+        windows = x.view(B, Hp // w, w, Wp // w, w, C).transpose(2, 3)  # (B, h, v, w, w, C)
+        out = layer.attn(windows.reshape(-1, w * w, C))  # (B*h*v, w*w, C)
+        out = out.view(B, Hp // w, Wp // w, w, w, C).transpose(2, 3)  # (B, h, w, v, w, C)
+        return out.reshape(B, Hp, Wp, C)[:, :H, :W].reshape(B, H * W, C)
 
     def _format_output(self, x: torch.Tensor, hw):
         if self.out_type == 'cls_and_patch':
