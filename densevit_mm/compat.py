@@ -27,6 +27,10 @@ item that fails if its workaround stops working.
    Runner wraps DDP with ``device_ids=[LOCAL_RANK]``; both fail without CUDA.
    :func:`setup_cpu_distributed` lets ``tools/train.py`` run multi-process on CPU (gloo).
 
+9. Configs written for GPUs use SyncBN (mmseg's heads), which has no CPU implementation
+   under a gloo process group.  :func:`revert_sync_batchnorm_without_cuda` turns it into
+   plain BatchNorm when CUDA is absent.
+
 :func:`apply` installs 5-7; importing ``densevit_mm`` calls it once.
 """
 import os
@@ -105,6 +109,16 @@ def setup_cpu_distributed(cfg) -> None:
     wrapper.update(cfg.get('model_wrapper_cfg') or {})
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+
+
+def revert_sync_batchnorm_without_cuda(runner) -> None:
+    """Replace SyncBN by BatchNorm in ``runner.model`` when CUDA is absent (item 9)."""
+    if torch.cuda.is_available():
+        return
+    from mmengine.model import revert_sync_batchnorm
+    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    for name, child in list(model.named_children()):
+        setattr(model, name, revert_sync_batchnorm(child))
 
 
 def apply() -> None:

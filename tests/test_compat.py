@@ -78,3 +78,17 @@ def test_retrieval_metric_runs_without_np_in1d():  # item 7
     pred = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.8, 0.3]])
     recall = RetrievalRecall.calculate(pred, [[0], [2]], topk=(1, 2), target_indices=True)
     assert [float(r) for r in recall] == [50.0, 100.0]
+
+
+def test_syncbn_becomes_batchnorm_without_cuda():  # item 9
+    import torch.nn as nn
+    from types import SimpleNamespace
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4))
+    runner = SimpleNamespace(model=nn.Module())
+    runner.model.head = model
+    weight = model[1].weight
+    compat.revert_sync_batchnorm_without_cuda(runner)
+    norms = [m for m in runner.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 1 and not isinstance(norms[0], nn.SyncBatchNorm)
+    assert norms[0].weight is weight  # same parameters, so an optimiser or DDP still sees them
+    assert runner.model.head(torch.randn(2, 3, 5, 5)).shape == (2, 4, 5, 5)

@@ -4,6 +4,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.utils import import_modules_from_strings
 from mmpretrain.registry import HOOKS, MODELS
 
 CONFIGS = sorted(c for c in glob.glob('configs/**/*.py', recursive=True) if '_base_' not in c)
@@ -17,17 +18,19 @@ def test_configs_found():
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds(path):
     cfg = Config.fromfile(path)
+    assert 'densevit_mm' in cfg.custom_imports['imports']
+    import_modules_from_strings(cfg.custom_imports['imports'])
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(cfg.model)
     for hook in cfg.get('custom_hooks', []):
         HOOKS.build(hook)
-    assert 'densevit_mm' in cfg.custom_imports['imports']
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
 @pytest.mark.parametrize('size,width', [('ti', 192), ('s', 384), ('b', 768)])
 def test_pretrain_configs_follow_the_protocol(size, width):
     cfg = Config.fromfile(f'configs/pretrain/densevit_{size}.py')
+    init_default_scope('mmpretrain')
     model = MODELS.build(cfg.model)
     assert model.backbone.embed_dims == width and model.backbone.num_layers == 12
     for loss in (model.head.loss_global, model.head.loss_dense):

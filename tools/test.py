@@ -30,7 +30,9 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     apply_runner_args(cfg, args)
     compat.setup_cpu_distributed(cfg)
-    metrics = Runner.from_cfg(cfg).test()
+    runner = Runner.from_cfg(cfg)
+    compat.revert_sync_batchnorm_without_cuda(runner)
+    metrics = runner.test()
     if args.out and is_main_process():
         with open(args.out, 'w') as f:
             json.dump(metrics, f, indent=2)

@@ -56,7 +56,9 @@ def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
     compat.setup_cpu_distributed(cfg)
-    Runner.from_cfg(cfg).train()
+    runner = Runner.from_cfg(cfg)
+    compat.revert_sync_batchnorm_without_cuda(runner)
+    runner.train()
 
 
 if __name__ == '__main__':

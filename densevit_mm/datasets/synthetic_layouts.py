@@ -60,11 +60,13 @@ def write_coco_layout(root: str, num_train: int, num_val: int, size: int = 96, s
     """Write ``root/{train2017,val2017}/*.jpg`` and ``root/annotations/instances_*.json``.
 
     Each visible object is one instance with polygon masks of its visible part (occluded
-    objects keep what remains). ``category_names[k]`` names shape ``k`` of :data:`SHAPES`,
-    so a test can borrow real COCO class names. Returns ``root``.
+    objects keep what remains). ``category_names[k]`` names shape ``k`` of :data:`SHAPES`;
+    further names are listed as categories without instances, so a test can use COCO's 80
+    class names and configs made for COCO unchanged. Returns ``root``.
     """
-    if len(category_names) != len(SHAPES):
-        raise ValueError(f'need {len(SHAPES)} category names, got {len(category_names)}')
+    if len(category_names) < len(SHAPES):
+        raise ValueError(f'need at least {len(SHAPES)} category names, got '
+                         f'{len(category_names)}')
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
     categories = [dict(id=k + 1, name=name, supercategory='shape')
                   for k, name in enumerate(category_names)]

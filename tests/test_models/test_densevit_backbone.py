@@ -66,3 +66,59 @@ def test_bad_arch_and_out_type_are_named():
         DenseViT(arch='small')
     with pytest.raises(ValueError, match="Unknown out_type 'tokens'"):
         DenseViT(arch='densevit-debug', out_type='tokens')
+
+
+def windowed_reference(model, x, window):
+    """ViTDet's windowed blocks written out one window at a time (zero padding after ln1)."""
+    tokens, (H, W) = model.patch_embed(x)
+    tokens = tokens + resize_pos_embed(model.pos_embed, model.patch_resolution, (H, W),
+                                       'bicubic', 0)
+    for i, layer in enumerate(model.layers):
+        if i in model.global_attn_indexes:
+            tokens = layer(tokens)
+            continue
+        normed = layer.ln1(tokens).reshape(1, H, W, -1)
+        Hp, Wp = -(-H // window) * window, -(-W // window) * window
+        padded = torch.zeros(1, Hp, Wp, normed.shape[-1])
+        padded[:, :H, :W] = normed
+        attn = torch.zeros_like(padded)
+        for top in range(0, Hp, window):
+            for left in range(0, Wp, window):
+                win = padded[:, top:top + window, left:left + window].reshape(1, window ** 2, -1)
+                attn[:, top:top + window, left:left + window] = layer.attn(win).reshape(
+                    1, window, window, -1)
+        tokens = tokens + attn[:, :H, :W].reshape(1, H * W, -1)
+        tokens = layer.ffn(layer.ln2(tokens), identity=tokens)
+    tokens = model.ln1(tokens)
+    return tokens.reshape(1, H, W, -1).permute(0, 3, 1, 2)
+
+
+def test_windowed_attention_equals_a_window_by_window_reference():
+    model = DenseViT(arch='densevit-ti', with_cls_token=False, out_type='featmap',
+                     window_size=3, global_attn_indexes=(2, 5, 8, 11))
+    model.eval()
+    x = torch.randn(1, 3, 112, 80)  # a 7 x 5 grid: padded to 9 x 6 windows of 3
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], windowed_reference(model, x, 3),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_windowed_attention_has_the_same_weights_and_equals_global_when_one_window():
+    windowed = DenseViT(arch='densevit-ti', with_cls_token=False, out_type='featmap',
+                        window_size=10)
+    plain = DenseViT(arch='densevit-ti', with_cls_token=False, out_type='featmap')
+    assert windowed.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(windowed.state_dict())
+    windowed.eval()
+    plain.eval()
+    x = torch.randn(1, 3, 160, 160)  # a 10 x 10 grid: one window, no padding
+    with torch.no_grad():
+        torch.testing.assert_close(windowed(x)[0], plain(x)[0])
+
+
+def test_windowed_attention_settings_are_checked():
+    with pytest.raises(ValueError, match='with_cls_token=False'):
+        DenseViT(arch='densevit-debug', out_type='featmap', window_size=14)
+    with pytest.raises(ValueError, match=r'global_attn_indexes \[3\]'):
+        DenseViT(arch='densevit-debug', with_cls_token=False, out_type='featmap',
+                 window_size=14, global_attn_indexes=(3,))

@@ -8,6 +8,8 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 
+from .layer_norm_2d import LayerNorm2d
+
 
 @MODELS.register_module()
 class SimpleFeaturePyramid(BaseModule):
@@ -23,7 +25,7 @@ class SimpleFeaturePyramid(BaseModule):
         in_channels (int): Width of the ViT map.
         out_channels (int): Width of every pyramid level. Defaults to 256.
         num_outs (int): 4 or 5 levels. Defaults to 5.
-        norm_cfg (dict): Norm of the convs. Defaults to ``dict(type='LN2d')``.
+        norm_cfg (dict): Norm of the convs. Defaults to LN-2d (``'LN2d'`` in mmdet configs).
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -31,7 +33,7 @@ class SimpleFeaturePyramid(BaseModule):
                  in_channels: int,
                  out_channels: int = 256,
                  num_outs: int = 5,
-                 norm_cfg: dict = dict(type='LN2d', requires_grad=True),
+                 norm_cfg: dict = dict(type=LayerNorm2d, requires_grad=True),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if num_outs not in (4, 5):
