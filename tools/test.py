@@ -27,11 +27,12 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
-    cfg.load_from = args.checkpoint
+    cfg.load_from = None  # loaded strictly below: a mismatched checkpoint must not half-load
     apply_runner_args(cfg, args)
     compat.setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     compat.revert_sync_batchnorm_without_cuda(runner)
+    runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
     metrics = runner.test()
     if args.out and is_main_process():
         with open(args.out, 'w') as f:
