@@ -20,7 +20,8 @@ model = dict(
 custom_hooks = [dict(type='LambdaWarmupHook', start_iters=10)]
 
 view_pipeline = [
-    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.2, 1.), backend='pillow'),
+    dict(type='RandomResizedCropWithBox', scale=img_size, crop_ratio_range=(0.2, 1.),
+         backend='pillow'),
     dict(
         type='RandomApply',
         transforms=[dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
@@ -40,8 +41,8 @@ train_dataloader = dict(
         data_prefix='pretrain',
         pipeline=[
             dict(type='LoadImageFromFile'),
-            dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
-            dict(type='PackInputs'),
+            dict(type='MultiViewWithGeometry', num_views=2, transforms=[view_pipeline]),
+            dict(type='PackInputs', algorithm_keys=['view_geometry']),
         ]))
 
 optim_wrapper = dict(

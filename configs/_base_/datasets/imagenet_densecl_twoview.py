@@ -8,7 +8,9 @@ data_preprocessor = dict(
     to_rgb=True)
 
 view_pipeline = [
-    dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.2, 1.), backend='pillow'),
+    # records the crop box, so the log can show correspondence accuracy (corr_acc)
+    dict(type='RandomResizedCropWithBox', scale=224, crop_ratio_range=(0.2, 1.),
+         backend='pillow'),
     dict(
         type='RandomApply',
         transforms=[dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
@@ -22,8 +24,8 @@ view_pipeline = [
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
-    dict(type='PackInputs'),
+    dict(type='MultiViewWithGeometry', num_views=2, transforms=[view_pipeline]),
+    dict(type='PackInputs', algorithm_keys=['view_geometry']),
 ]
 
 train_dataloader = dict(

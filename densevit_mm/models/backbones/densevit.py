@@ -96,6 +96,7 @@ class DenseViT(VisionTransformer):
         if bad:
             raise ValueError(f'global_attn_indexes {bad} are not layers of this '
                              f'{self.num_layers}-layer DenseViT')
+        self.patch_size = patch_size
         self.window_size = window_size
         self.global_attn_indexes = tuple(global_attn_indexes)
 

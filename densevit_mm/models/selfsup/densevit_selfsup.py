@@ -8,6 +8,8 @@ from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from densevit_mm.evaluation import correspondence_accuracy
+
 
 @MODELS.register_module()
 class DenseViTSelfSup(BaseSelfSupervisor):
@@ -81,5 +83,21 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             k_global, k_dense, k_pooled = key_neck(k_out)
 
         losses = self.head.loss(q_global, k_global, q_dense, k_dense, k_pooled, q_patch, k_patch)
-        return dict(loss_global=(1 - self.loss_lambda) * losses['loss_global'],
-                    loss_dense=self.loss_lambda * losses['loss_dense'])
+        out = dict(loss_global=(1 - self.loss_lambda) * losses['loss_global'],
+                   loss_dense=self.loss_lambda * losses['loss_dense'])
+        if data_samples and 'view_geometry' in data_samples[0]:
+            out['corr_acc'] = self._correspondence_accuracy(view_q, q_patch, k_patch,
+                                                            data_samples)
+        return out
+
+    @torch.no_grad()
+    def _correspondence_accuracy(self, view_q: torch.Tensor, q_patch: torch.Tensor,
+                                 k_patch: torch.Tensor, data_samples: List[DataSample]
+                                 ) -> torch.Tensor:
+        """Share of the loss's patch matches within one patch of the true geometric match
+        (logged as ``corr_acc``; needs ``MultiViewWithGeometry`` in the pipeline)."""
+        geometry = torch.stack([torch.as_tensor(s.view_geometry) for s in data_samples])
+        geometry = geometry.to(q_patch.device, torch.float32)  # (B, 2, 7)
+        grid = tuple(s // self.backbone.patch_size for s in view_q.shape[-2:])
+        match = self.head.loss_dense.extract_correspondence(q_patch, k_patch)  # (B, N)
+        return correspondence_accuracy(match, geometry[:, 0], geometry[:, 1], grid)

@@ -1,0 +1,3 @@
+from .geometry_views import MultiViewWithGeometry, RandomResizedCropWithBox
+
+__all__ = ['MultiViewWithGeometry', 'RandomResizedCropWithBox']
