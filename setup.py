@@ -12,6 +12,7 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['densevit_mm', 'densevit_mm.*']),
+    package_data={'densevit_mm': ['benchmark/*.csv']},
     python_requires='>=3.9',
     # Exact versions live in requirements/constraints.txt (pass it with -c);
     # mmcv is built from source with ops by tools/setup_env.sh.

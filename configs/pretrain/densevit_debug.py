@@ -1,6 +1,6 @@
 # Depth-1 DenseViT on small generated images: seconds per iteration on a laptop CPU.
 # The README's quick-start job and the tests run it; make the data with
-#   python tools/make_synthetic_data.py data/synthetic
+#   python tools/make_synthetic_data.py data/synthetic --num-images 256 --size 64
 _base_ = [
     '../_base_/models/densevit_selfsup.py',
     '../_base_/datasets/imagenet_densecl_twoview.py',

@@ -11,8 +11,18 @@ from PIL import Image
 
 from .synthetic_scenes import SHAPES, render_scene
 
+# Written at the root of every generated set, so result tables can label its rows.
+BUILTIN_MARKER = 'densevit_builtin_data.json'
+
 # Index offsets keep the splits disjoint while every image stays a function of (seed, index).
 _SPLIT_OFFSET = {'training': 0, 'validation': 1_000_000, 'train2017': 0, 'val2017': 1_000_000}
+
+
+def write_marker(root: str, **info) -> None:
+    """Mark ``root`` as generated data (read by the benchmark table)."""
+    os.makedirs(root, exist_ok=True)
+    with open(osp.join(root, BUILTIN_MARKER), 'w') as f:
+        json.dump(dict(generator='densevit_mm.datasets', **info), f)
 
 
 def write_ade20k_layout(root: str, num_train: int, num_val: int, size: int = 96,
@@ -35,6 +45,8 @@ def write_ade20k_layout(root: str, num_train: int, num_val: int, size: int = 96,
             Image.fromarray(image).save(osp.join(base, 'images', split, name + '.jpg'),
                                         quality=95)
             Image.fromarray(labels + 1).save(osp.join(base, 'annotations', split, name + '.png'))
+    write_marker(root, layout='ade20k', num_train=num_train, num_val=num_val, size=size,
+                 seed=seed)
     return base
 
 
@@ -85,4 +97,6 @@ def write_coco_layout(root: str, num_train: int, num_val: int, size: int = 96, s
                                         bbox=bbox, area=area, iscrowd=0))
         with open(osp.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    write_marker(root, layout='coco', num_train=num_train, num_val=num_val, size=size,
+                 seed=seed)
     return root

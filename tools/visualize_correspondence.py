@@ -1,0 +1,135 @@
+"""Draw the patch correspondence the dense loss uses, and measure how often it is right.
+
+    python tools/visualize_correspondence.py configs/pretrain/densevit_s.py IMAGE_OR_FOLDER \
+        [--checkpoint work_dirs/densevit_s/epoch_200.pth] [--out corr.png] [--num-images 32]
+
+Two augmented views of an image (the config's own pretraining augmentation) go through the
+backbone (query view) and the momentum encoder (key view; the backbone itself without a
+checkpoint); every query patch is joined to its argmax-cosine key patch.  Green lines land
+within one patch of the true geometric match (known from the crop boxes), red ones do not;
+patches whose true match lies outside the key view are not drawn.  The accuracy printed is
+over ``--num-images`` images of the folder (one view pair each).
+"""
+import argparse
+import glob
+import os.path as osp
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
+
+import densevit_mm  # noqa: F401
+from densevit_mm.evaluation import correspondence_accuracy, true_correspondence
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+
+
+def load_model(cfg: Config, checkpoint):
+    # as mmengine's Runner does: the top-level data_preprocessor belongs to the model
+    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+        model.load_state_dict(state, strict=True)
+        key_backbone = model.target_encoder.module[0]
+    else:
+        model.init_weights()
+        key_backbone = model.backbone
+    model.eval()
+    return model, key_backbone
+
+
+def view_pipeline(cfg: Config) -> Compose:
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    if not any(t['type'] == 'MultiViewWithGeometry' for t in pipeline):
+        raise SystemExit('the config pipeline has no MultiViewWithGeometry: the view geometry '
+                         'is needed to know the true matches')
+    return Compose([t for t in pipeline if t['type'] != 'PackInputs'])
+
+
+@torch.no_grad()
+def match_views(model, key_backbone, views):
+    """Match the patches of two BGR uint8 views; returns ``(N,)`` matches and the grid."""
+    pre = model.data_preprocessor
+    x = torch.stack([torch.from_numpy(v.copy()).permute(2, 0, 1) for v in views]).float()
+    if pre._channel_conversion:
+        x = x[:, [2, 1, 0]]  # BGR -> RGB, as in training
+    x = (x - pre.mean) / pre.std  # (2, 3, H, W)
+    q_patch = model.backbone(x[0:1])[-1][1]  # (1, N, C)
+    k_patch = key_backbone(x[1:2])[-1][1]
+    match = model.head.loss_dense.extract_correspondence(q_patch, k_patch)[0]  # (N,)
+    grid = tuple(s // model.backbone.patch_size for s in views[0].shape[:2])
+    return match, grid
+
+
+def draw(views, geometry, match, grid, accuracy, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    h, w = views[0].shape[:2]
+    canvas = np.concatenate([views[0], np.full((h, w // 8, 3), 255, np.uint8), views[1]],
+                            axis=1)[..., ::-1]  # BGR -> RGB
+    offset = w + w // 8
+    truth, inside = true_correspondence(geometry[0:1], geometry[1:2], grid)
+    gh, gw = grid
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.imshow(canvas)
+    for i in range(gh * gw):
+        if not inside[0, i]:
+            continue
+        j, t = int(match[i]), int(truth[0, i])
+        good = abs(j // gw - t // gw) <= 1 and abs(j % gw - t % gw) <= 1
+        y0, x0 = (i // gw + 0.5) * h / gh, (i % gw + 0.5) * w / gw
+        y1, x1 = (j // gw + 0.5) * h / gh, (j % gw + 0.5) * w / gw + offset
+        ax.plot([x0, x1], [y0, y1], color='#2ca02c' if good else '#d62728', lw=0.8, alpha=0.8)
+    ax.set_title(f'query view -> key view: {accuracy:.0%} of matches within one patch')
+    ax.axis('off')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='pretraining config (model and view augmentation)')
+    parser.add_argument('images', help='an image, or a folder of images')
+    parser.add_argument('--checkpoint', help='pretraining checkpoint (default: random init)')
+    parser.add_argument('--out', default='correspondence.png')
+    parser.add_argument('--num-images', type=int, default=32,
+                        help='images of the folder used for the accuracy')
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
+
+    cfg = Config.fromfile(args.config)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    model, key_backbone = load_model(cfg, args.checkpoint)
+    pipeline = view_pipeline(cfg)
+    files = [args.images] if osp.isfile(args.images) else sorted(
+        f for f in glob.glob(osp.join(args.images, '**', '*'), recursive=True)
+        if f.lower().endswith(IMAGE_EXTENSIONS))[:args.num_images]
+    if not files:
+        raise SystemExit(f'no images found at {args.images}')
+
+    hits, first = [], None
+    for path in files:
+        out = pipeline(dict(img_path=path))
+        geometry = torch.from_numpy(out['view_geometry'])  # (2, 7)
+        match, grid = match_views(model, key_backbone, out['img'])
+        acc = correspondence_accuracy(match[None], geometry[0:1], geometry[1:2], grid)
+        if not torch.isnan(acc):
+            hits.append(float(acc))
+        if first is None:
+            first = (out['img'], geometry, match, grid, float(acc))
+    accuracy = float(np.mean(hits)) if hits else float('nan')
+    draw(*first[:4], first[4], args.out)
+    print(f'correspondence accuracy (within one patch) over {len(hits)} images: '
+          f'{accuracy:.3f}; picture of {osp.basename(files[0])}: {args.out}')
+
+
+if __name__ == '__main__':
+    main()
