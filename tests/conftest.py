@@ -47,3 +47,10 @@ def _in_repo_root(monkeypatch):
     # Configs name their _base_ files and data relative to the repository.
     monkeypatch.chdir(REPO_ROOT)
     os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+
+@pytest.fixture(autouse=True)
+def _mmpretrain_scope():
+    # A test that builds mmseg / mmdet things leaves their registry scope behind otherwise.
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')

@@ -30,7 +30,7 @@ DET = 'configs/builtin/mask-rcnn_densevit-mini_builtin-det.py'
 # (pretraining epochs, seg iterations, det iterations, pretrain images, labelled train/val)
 FULL = dict(epochs=8, seg_iters=300, det_iters=150, images=2048, labelled=(64, 128))
 QUICK = dict(epochs=1, seg_iters=2, det_iters=2, images=32, labelled=(8, 4))
-# seconds each stage took on 2 CPU cores, for the first ETA before anything is measured
+# seconds a stage takes on 2 CPU cores, until one of its kind has been measured
 ESTIMATE = dict(data=15, pretrain=140, seg=40, det=110, report=30)
 
 
@@ -121,12 +121,13 @@ def report(args, size) -> None:
                          '--out', osp.join(results, 'training_curves.png')], check=True, cwd=ROOT)
     accuracy = {}
     images = osp.join(args.data_root, 'pretrain')
-    for name, checkpoint in (('random init', None),
-                             *((m, osp.join(args.work_dir, f'pretrain_{m}',
-                                            f'epoch_{size["epochs"]}.pth')) for m in PRETRAIN)):
+    runs = [('random init', PRETRAIN['densevit'], None)] + [
+        (m, config, osp.join(args.work_dir, f'pretrain_{m}', f'epoch_{size["epochs"]}.pth'))
+        for m, config in PRETRAIN.items()]
+    for name, config, checkpoint in runs:
         out = osp.join(results, f'correspondence_{name.replace(" ", "_")}.png')
         command = py + [osp.join(ROOT, 'tools/visualize_correspondence.py'),
-                        PRETRAIN['densevit'], images, '--out', out, '--num-images', '64']
+                        config, images, '--out', out, '--num-images', '64']
         if checkpoint:
             command += ['--checkpoint', checkpoint]
         text = subprocess.run(command, check=True, capture_output=True, text=True,
@@ -153,14 +154,17 @@ def main() -> None:
     size = QUICK if args.quick else FULL
     stages = plan(args, size)
     started = time.time()
-    estimates = [ESTIMATE[s.kind] for s in stages] + [ESTIMATE['report']]
-    scale = 1.0  # measured / estimated, updated after every stage
-    spent_estimate = 0.
+    measured = {}  # kind -> seconds of the stages of that kind done so far
+
+    def expected(kind):
+        done = measured.get(kind)
+        return sum(done) / len(done) if done else ESTIMATE[kind]
+
     for i, stage in enumerate(stages):
-        remaining = scale * sum(estimates[i:])
+        remaining = sum(expected(s.kind) for s in stages[i:]) + expected('report')
+        stage_start = time.time()
         run_stage(stage, i + 1, len(stages) + 1, started, remaining)
-        spent_estimate += estimates[i]
-        scale = (time.time() - started) / spent_estimate
+        measured.setdefault(stage.kind, []).append(time.time() - stage_start)
     log(f'stage {len(stages) + 1}/{len(stages) + 1}: results (elapsed '
         f'{fmt(time.time() - started)})')
     report(args, size)

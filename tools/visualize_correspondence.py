@@ -23,6 +23,7 @@ from mmpretrain.registry import MODELS
 
 import densevit_mm  # noqa: F401
 from densevit_mm.evaluation import correspondence_accuracy, true_correspondence
+from densevit_mm.models.losses import DenseContrastiveLoss
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -60,7 +61,7 @@ def match_views(model, key_backbone, views):
     x = (x - pre.mean) / pre.std  # (2, 3, H, W)
     q_patch = model.backbone(x[0:1])[-1][1]  # (1, N, C)
     k_patch = key_backbone(x[1:2])[-1][1]
-    match = model.head.loss_dense.extract_correspondence(q_patch, k_patch)[0]  # (N,)
+    match = DenseContrastiveLoss.extract_correspondence(q_patch, k_patch)[0]  # (N,)
     grid = tuple(s // model.backbone.patch_size for s in views[0].shape[:2])
     return match, grid
 

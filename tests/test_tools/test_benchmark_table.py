@@ -1,0 +1,81 @@
+"""tools/benchmark_table.py on hand-made work dirs with known metrics."""
+import csv
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import torch
+from PIL import Image
+
+from densevit_mm.datasets import BUILTIN_MARKER
+
+
+def fake_run(work_dir, checkpoint, data_root, metrics):
+    run = osp.join(work_dir, '20260101_000000', 'vis_data')
+    os.makedirs(run)
+    init = 'None' if checkpoint is None else \
+        f"dict(type='Pretrained', checkpoint={checkpoint!r}, prefix='backbone.')"
+    with open(osp.join(run, 'config.py'), 'w') as f:
+        f.write(f"model = dict(backbone=dict(type='mmpretrain.DenseViT', arch='densevit-s', "
+                f"init_cfg={init}))\n"
+                f"val_dataloader = dict(dataset=dict(data_root={data_root!r}))\n")
+    with open(osp.join(run, 'scalars.json'), 'w') as f:
+        f.write(json.dumps({'loss': 1.0, 'step': 10}) + '\n')
+        f.write(json.dumps({**metrics, 'step': 20}) + '\n')
+
+
+def fake_pretraining(path, loss_lambda, epoch):
+    cfg = f"model = dict(type='DenseViTSelfSup', loss_lambda={loss_lambda})\n"
+    torch.save(dict(meta=dict(cfg=cfg, epoch=epoch, iter=epoch * 10), state_dict={}), path)
+
+
+def test_table_from_work_dirs(tmp_path, repo_root):
+    data = tmp_path / 'data'
+    data.mkdir()
+    (data / BUILTIN_MARKER).write_text('{}')
+    os.makedirs(data / 'ade')
+    fake_pretraining(tmp_path / 'dense.pth', 0.5, 8)
+    fake_pretraining(tmp_path / 'global.pth', 0.0, 8)
+    root = tmp_path / 'runs'
+    fake_run(root / 'seg_dense', str(tmp_path / 'dense.pth'), str(data / 'ade'),
+             {'mIoU': 41.25, 'aAcc': 80.0})
+    fake_run(root / 'det_dense', str(tmp_path / 'dense.pth'), str(data / 'ade'),
+             {'coco/bbox_mAP': 0.375, 'coco/segm_mAP': 0.3125})
+    fake_run(root / 'seg_global', str(tmp_path / 'global.pth'), str(data / 'ade'),
+             {'mIoU': 30.0})
+    fake_run(root / 'seg_random', None, '/nonexistent/real/ade', {'mIoU': 12.5})
+    os.makedirs(root / 'pretrain_dense' / '20260101_000000' / 'vis_data')  # no metrics: ignored
+
+    out = tmp_path / 'results'
+    result = subprocess.run([sys.executable, osp.join(repo_root, 'tools/benchmark_table.py'),
+                             str(root), '--out', str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with open(out / 'results.csv') as f:
+        rows = list(csv.DictReader(f))
+    measured = {r['method']: r for r in rows if r['block'] == 'measured'}
+    assert set(measured) == {'DenseViT (lambda=0.5)', 'Global-only contrastive (lambda=0)',
+                             'Random init'}
+    dense = measured['DenseViT (lambda=0.5)']
+    assert float(dense['mIoU']) == 41.25
+    assert float(dense['APbox']) == 37.5 and float(dense['APmask']) == 31.25
+    assert dense['pretraining_epochs'] == '8' and dense['data'] == 'built-in (generated)'
+    assert sorted(dense['config'].split(';')) == ['det_dense', 'seg_dense']
+    assert measured['Random init']['data'] == 'real'
+    assert measured['Random init']['APbox'] == ''
+    published = [r for r in rows if r['block'] == 'published']
+    assert published and all(r['source'] for r in published)
+
+    markdown = (out / 'results.md').read_text()
+    measured_block, published_block = markdown.split('## Published')
+    assert '| DenseViT (lambda=0.5) | densevit-s | 8 | 41.2 | 37.5 | 31.2 |' in measured_block
+    assert 'iBOT' not in measured_block and 'iBOT' in published_block
+    with Image.open(out / 'results.png') as image:
+        assert image.format == 'PNG' and image.size[0] > 100
+
+
+def test_no_metrics_is_a_clear_error(tmp_path, repo_root):
+    result = subprocess.run([sys.executable, osp.join(repo_root, 'tools/benchmark_table.py'),
+                             str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode != 0 and 'logged mIoU or COCO AP' in result.stderr
