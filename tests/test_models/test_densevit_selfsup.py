@@ -91,3 +91,19 @@ def test_extract_feat_is_the_backbone_output(model):
     x = torch.randn(2, 3, 64, 64)
     (cls_token, patch), = model.extract_feat(x)
     assert cls_token.shape == (2, 192) and patch.shape == (2, 16, 192)
+
+
+def test_global_only_baseline_has_no_dense_branch():
+    cfg = Config.fromfile('configs/builtin/globalonly-mini_pretrain_builtin.py')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert model.neck.dense_mlp is None and model.head.loss_dense is None
+    views = two_views(size=96)
+    losses = model.loss(views, None)
+    assert set(losses) == {'loss_global'}
+    losses['loss_global'].backward()
+    assert all(p.grad is not None for n, p in model.named_parameters()
+               if not n.startswith('target_encoder'))
+    cfg.model.loss_lambda = 0.5
+    with pytest.raises(ValueError, match='set loss_lambda=0'):
+        MODELS.build(cfg.model)

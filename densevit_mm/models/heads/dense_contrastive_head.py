@@ -13,18 +13,19 @@ class DenseContrastiveHead(BaseModule):
     Args:
         loss_global (dict): Config of the global term. Defaults to a
             ``GlobalContrastiveLoss`` (queue 65536, dim 128, temperature 0.2).
-        loss_dense (dict): Config of the dense term. Defaults to a
-            ``DenseContrastiveLoss`` (queue 65536, dim 128, temperature 0.2).
+        loss_dense (dict, optional): Config of the dense term. Defaults to a
+            ``DenseContrastiveLoss`` (queue 65536, dim 128, temperature 0.2); ``None`` for
+            the global-only baseline.
         init_cfg (dict | list[dict], optional): Initialisation config. Defaults to None.
     """
 
     def __init__(self,
                  loss_global: dict = dict(type='GlobalContrastiveLoss'),
-                 loss_dense: dict = dict(type='DenseContrastiveLoss'),
+                 loss_dense: Optional[dict] = dict(type='DenseContrastiveLoss'),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.loss_global = MODELS.build(loss_global)
-        self.loss_dense = MODELS.build(loss_dense)
+        self.loss_dense = None if loss_dense is None else MODELS.build(loss_dense)
 
     def loss(self, q_global: torch.Tensor, k_global: torch.Tensor, q_dense: torch.Tensor,
              k_dense: torch.Tensor, k_pooled: torch.Tensor, q_backbone: torch.Tensor,
@@ -39,8 +40,10 @@ class DenseContrastiveHead(BaseModule):
                 decide the correspondence.
 
         Returns:
-            dict: ``loss_global`` and ``loss_dense`` (scalars).
+            dict: ``loss_global`` and, with a dense term, ``loss_dense`` (scalars).
         """
-        return dict(
-            loss_global=self.loss_global(q_global, k_global),
-            loss_dense=self.loss_dense(q_dense, k_dense, q_backbone, k_backbone, k_pooled))
+        losses = dict(loss_global=self.loss_global(q_global, k_global))
+        if self.loss_dense is not None:
+            losses['loss_dense'] = self.loss_dense(q_dense, k_dense, q_backbone, k_backbone,
+                                                   k_pooled)
+        return losses

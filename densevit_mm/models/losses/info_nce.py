@@ -1,13 +1,19 @@
 """InfoNCE against a fixed set of negatives: the one formula both contrastive terms use."""
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
+from .chunked_info_nce import chunked_info_nce
 from .memory_queue import MemoryQueue
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor,
              temperature: float) -> torch.Tensor:
     """Mean over rows of ``-log(exp(q.k/t) / (exp(q.k/t) + sum_j exp(q.n_j/t)))``.
+
+    The naive path: it materialises the ``(M, 1 + K)`` logits.  It is the reference for
+    :func:`chunked_info_nce`, which the losses use by default.
 
     Args:
         q (Tensor): Queries ``(M, D)``, L2-normalised.
@@ -34,20 +40,30 @@ class QueuedInfoNCE(MemoryQueue):
         queue_len (int): Number of negative keys kept. Defaults to 65536.
         feat_dim (int): Dimension of the projected vectors. Defaults to 128.
         temperature (float): Softmax temperature. Defaults to 0.2.
+        chunk_size (int, optional): Queue rows per chunk of the memory-lean InfoNCE
+            (:func:`chunked_info_nce`); ``None`` selects the naive reference path, which
+            materialises all logits. Defaults to 4096 (chosen by tools/benchmark_pretrain.py).
     """
 
-    def __init__(self, queue_len: int = 65536, feat_dim: int = 128,
-                 temperature: float = 0.2) -> None:
+    def __init__(self, queue_len: int = 65536, feat_dim: int = 128, temperature: float = 0.2,
+                 chunk_size: Optional[int] = 4096) -> None:
         super().__init__(queue_len=queue_len, feat_dim=feat_dim)
         if temperature <= 0:
             raise ValueError(f'temperature must be positive, got {temperature}')
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f'chunk_size must be positive or None, got {chunk_size}')
         self.temperature = temperature
+        self.chunk_size = chunk_size
 
     def contrast_and_enqueue(self, q: torch.Tensor, k: torch.Tensor,
                              new_keys: torch.Tensor) -> torch.Tensor:
         """InfoNCE of unit ``q`` ``(M, D)`` vs unit ``k`` ``(M, D)`` and the current queue; then
         write unit ``new_keys`` ``(n, D)``.  The negatives are the queue before the write."""
         # clone: enqueue() writes the buffer in place, and backward still needs these rows.
-        loss = info_nce(q, k, self.queue.clone(), self.temperature)
+        negatives = self.queue.clone()
+        if self.chunk_size is None:
+            loss = info_nce(q, k, negatives, self.temperature)
+        else:
+            loss = chunked_info_nce(q, k, negatives, self.temperature, self.chunk_size)
         self.enqueue(new_keys)
         return loss

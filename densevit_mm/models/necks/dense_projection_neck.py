@@ -25,7 +25,8 @@ class DenseProjectionNeck(BaseModule):
         in_channels (int): Backbone width.
         hid_channels (int): Hidden width of both MLPs. Defaults to 2048.
         out_channels (int): Global projection dimension. Defaults to 128.
-        dense_out_channels (int): Dense projection dimension. Defaults to 128.
+        dense_out_channels (int, optional): Dense projection dimension; ``None`` builds no
+            dense branch (the global-only baseline). Defaults to 128.
         init_cfg (dict | list[dict], optional): Initialisation config. Defaults to None.
     """
 
@@ -33,11 +34,12 @@ class DenseProjectionNeck(BaseModule):
                  in_channels: int,
                  hid_channels: int = 2048,
                  out_channels: int = 128,
-                 dense_out_channels: int = 128,
+                 dense_out_channels: Optional[int] = 128,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.global_mlp = _mlp(in_channels, hid_channels, out_channels)
-        self.dense_mlp = _mlp(in_channels, hid_channels, dense_out_channels)
+        self.dense_mlp = None if dense_out_channels is None else _mlp(
+            in_channels, hid_channels, dense_out_channels)
 
     def forward(self, x: Sequence[Tuple[torch.Tensor, torch.Tensor]]
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,9 +48,11 @@ class DenseProjectionNeck(BaseModule):
         Returns:
             tuple: ``global (B, out)``, ``dense (B, N, dense_out)`` and ``pooled
             (B, dense_out)``, the mean of the dense projections over N that DenseCL
-            enqueues (normalised by the loss).
+            enqueues (normalised by the loss); both ``None`` without a dense branch.
         """
         cls_token, patch_tokens = x[-1]
         global_proj = self.global_mlp(cls_token)  # (B, out)
+        if self.dense_mlp is None:
+            return global_proj, None, None
         dense_proj = self.dense_mlp(patch_tokens)  # (B, N, dense_out)
         return global_proj, dense_proj, dense_proj.mean(dim=1)

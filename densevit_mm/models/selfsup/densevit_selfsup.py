@@ -9,6 +9,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from densevit_mm.evaluation import correspondence_accuracy
+from ..losses import DenseContrastiveLoss
 
 
 @MODELS.register_module()
@@ -30,7 +31,8 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             MoCo's ``m`` is ``1 - momentum``; the default 0.01 is MoCo v3's m = 0.99 for ViT.
         loss_lambda (float): Weight of the dense term; the global term gets
             ``1 - loss_lambda``. Defaults to 0.5 (DenseCL). ``LambdaWarmupHook`` holds it at
-            0 for the first iterations.
+            0 for the first iterations.  A head without a dense term (global-only baseline,
+            MoCo v3 style) needs ``loss_lambda=0`` and computes no dense projections.
         data_preprocessor (dict, optional): Defaults to ``SelfSupDataPreprocessor``.
         init_cfg (dict | list[dict], optional): Initialisation config. Defaults to None.
     """
@@ -54,6 +56,9 @@ class DenseViTSelfSup(BaseSelfSupervisor):
         # starts equal to the query encoder whatever init_weights() did to it.
         self.target_encoder = ExponentialMovingAverage(
             nn.Sequential(self.backbone, self.neck), momentum=momentum)
+        if self.head.loss_dense is None and loss_lambda != 0:
+            raise ValueError('a head without a dense term (loss_dense=None) is the global-only '
+                             f'baseline: set loss_lambda=0, got {loss_lambda}')
         self.loss_lambda = loss_lambda
 
     def loss(self, inputs: List[torch.Tensor], data_samples: List[DataSample],
@@ -83,8 +88,9 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             k_global, k_dense, k_pooled = key_neck(k_out)
 
         losses = self.head.loss(q_global, k_global, q_dense, k_dense, k_pooled, q_patch, k_patch)
-        out = dict(loss_global=(1 - self.loss_lambda) * losses['loss_global'],
-                   loss_dense=self.loss_lambda * losses['loss_dense'])
+        out = dict(loss_global=(1 - self.loss_lambda) * losses['loss_global'])
+        if 'loss_dense' in losses:
+            out['loss_dense'] = self.loss_lambda * losses['loss_dense']
         if data_samples and 'view_geometry' in data_samples[0]:
             out['corr_acc'] = self._correspondence_accuracy(view_q, q_patch, k_patch,
                                                             data_samples)
@@ -99,5 +105,5 @@ class DenseViTSelfSup(BaseSelfSupervisor):
         geometry = torch.stack([torch.as_tensor(s.view_geometry) for s in data_samples])
         geometry = geometry.to(q_patch.device, torch.float32)  # (B, 2, 7)
         grid = tuple(s // self.backbone.patch_size for s in view_q.shape[-2:])
-        match = self.head.loss_dense.extract_correspondence(q_patch, k_patch)  # (B, N)
+        match = DenseContrastiveLoss.extract_correspondence(q_patch, k_patch)  # (B, N)
         return correspondence_accuracy(match, geometry[:, 0], geometry[:, 1], grid)
