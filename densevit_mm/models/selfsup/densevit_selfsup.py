@@ -67,10 +67,12 @@ class DenseViTSelfSup(BaseSelfSupervisor):
 
         Args:
             inputs (list[Tensor]): Two views, each ``(B, 3, H, W)``.
-            data_samples (list[DataSample]): Unused.
+            data_samples (list[DataSample]): Read only for ``view_geometry``, which
+                ``MultiViewWithGeometry`` adds.
 
         Returns:
-            dict: ``loss_global`` and ``loss_dense``.
+            dict: ``loss_global``, ``loss_dense`` (with a dense term) and ``corr_acc`` (with
+            view geometry: not a loss, only logged).
         """
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise ValueError('DenseViTSelfSup needs two views per image: use a MultiView '

@@ -1,0 +1,19 @@
+"""tools/benchmark_pretrain.py runs and reports ratios (tiny shapes; not a timing test)."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+
+def test_loss_comparison_writes_ratios(tmp_path, repo_root):
+    out = tmp_path / 'bench.json'
+    result = subprocess.run(
+        [sys.executable, osp.join(repo_root, 'tools/benchmark_pretrain.py'), '--device', 'cpu',
+         '--loss-shape', '64', '300', '16', '--chunk-sizes', '64', '--reps', '1',
+         '--skip-step', '--out', str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report['loss_shape'] == [64, 300, 16]
+    lean = report['loss']['chunk_64']
+    assert lean['seconds'] > 0 and lean['time_ratio'] > 0
+    assert '| chunked 64 |' in result.stdout
