@@ -17,6 +17,7 @@ Every measurement runs in its own process, so peak memory is that variant's own:
 import argparse
 import json
 import multiprocessing as mp
+from queue import Empty
 import resource
 import statistics
 import time
@@ -116,6 +117,9 @@ def _step_worker(name, args, queue):
     import densevit_mm  # noqa: F401
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
+    from mmengine.logging import MessageHub
+    # mmpretrain's MoCoV3 anneals its momentum by the run length the Runner would record
+    MessageHub.get_current_instance().update_info('max_iters', 1000)
     dev = args.device
     try:
         model = _build_step_model(STEP_VARIANTS[name], args).to(dev)
@@ -149,7 +153,14 @@ def _run(target, *args):
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Empty:
+            if not proc.is_alive():  # died without reporting (crash, out of memory)
+                result = dict(error=f'the measuring process died (exit code {proc.exitcode})')
+                break
     proc.join()
     return result
 
@@ -168,8 +179,8 @@ def main() -> None:
     parser.add_argument('--loss-shape', type=int, nargs=3, metavar=('M', 'K', 'D'),
                         help='dense loss shape (default: 12544 65536 128 on CUDA, '
                         '3136 65536 128 on CPU)')
-    parser.add_argument('--chunk-sizes', type=int, nargs='+', default=[1024, 4096, 16384])
-    parser.add_argument('--step-chunk', type=int, default=4096,
+    parser.add_argument('--chunk-sizes', type=int, nargs='+', default=[512, 2048, 8192])
+    parser.add_argument('--step-chunk', type=int, default=2048,
                         help='chunk size of the dense loss in the training-step comparison')
     parser.add_argument('--batch', type=int, help='images per step (default 64 CUDA, 8 CPU)')
     parser.add_argument('--img-size', type=int, default=224)
@@ -186,6 +197,8 @@ def main() -> None:
                   loss={}, step={})
 
     naive = _run(_loss_worker, args, None)
+    if 'error' in naive:
+        raise SystemExit(f'naive loss measurement failed: {naive["error"]}')
     report['loss']['naive'] = naive
     print(f'dense InfoNCE fwd+bwd, M x K x D = {" x ".join(map(str, args.loss_shape))}, '
           f'{report["device"]}{", bf16" if args.bf16 else ""}')
@@ -194,6 +207,9 @@ def main() -> None:
     print(f'| naive | {naive["peak_bytes"] / 2**20:.0f} | {naive["seconds"]:.3f} | 1 | 1 |')
     for chunk in args.chunk_sizes:
         lean = _run(_loss_worker, args, chunk)
+        if 'error' in lean:
+            print(f'| chunked {chunk} | {lean["error"]} | | | |')
+            continue
         lean.update(memory_ratio=lean['peak_bytes'] / naive['peak_bytes'],
                     time_ratio=lean['seconds'] / naive['seconds'])
         report['loss'][f'chunk_{chunk}'] = lean

@@ -42,11 +42,12 @@ class QueuedInfoNCE(MemoryQueue):
         temperature (float): Softmax temperature. Defaults to 0.2.
         chunk_size (int, optional): Queue rows per chunk of the memory-lean InfoNCE
             (:func:`chunked_info_nce`); ``None`` selects the naive reference path, which
-            materialises all logits. Defaults to 4096 (chosen by tools/benchmark_pretrain.py).
+            materialises all logits. Defaults to 2048 (tools/benchmark_pretrain.py: on CPU 512-2048
+            are equally fast, 2.2x faster than naive; the largest is kindest to GPUs).
     """
 
     def __init__(self, queue_len: int = 65536, feat_dim: int = 128, temperature: float = 0.2,
-                 chunk_size: Optional[int] = 4096) -> None:
+                 chunk_size: Optional[int] = 2048) -> None:
         super().__init__(queue_len=queue_len, feat_dim=feat_dim)
         if temperature <= 0:
             raise ValueError(f'temperature must be positive, got {temperature}')
