@@ -43,7 +43,7 @@ train_dataloader = dict(
             dict(type='PackInputs', algorithm_keys=['view_geometry']),
         ]))
 
-max_epochs = 12
+max_epochs = 8
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=1,

@@ -6,7 +6,7 @@ _base_ = ['../segmentation/fpn_densevit-s_4xb4-40k_ade20k-512x512.py']
 
 mini_arch = dict(_delete_=True, embed_dims=192, num_layers=4, num_heads=3,
                  feedforward_channels=768)
-checkpoint = 'work_dirs/builtin/densevit-mini_pretrain_builtin/epoch_12.pth'
+checkpoint = 'work_dirs/builtin/pretrain_densevit/epoch_8.pth'  # where run_benchmark puts it
 crop_size = (128, 128)
 classes = ('background', 'disc', 'box', 'triangle', 'ring')
 norm_cfg = dict(type='SyncBN', requires_grad=True)

@@ -6,7 +6,7 @@ _base_ = ['../detection/mask-rcnn_densevit-s_simplefpn_8xb2-1x_coco.py']
 
 mini_arch = dict(_delete_=True, embed_dims=192, num_layers=4, num_heads=3,
                  feedforward_channels=768)
-checkpoint = 'work_dirs/builtin/densevit-mini_pretrain_builtin/epoch_12.pth'
+checkpoint = 'work_dirs/builtin/pretrain_densevit/epoch_8.pth'  # where run_benchmark puts it
 classes = ('disc', 'box', 'triangle', 'ring')
 data_root = 'data/builtin/coco/'
 
