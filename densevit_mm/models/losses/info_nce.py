@@ -60,11 +60,11 @@ class QueuedInfoNCE(MemoryQueue):
                              new_keys: torch.Tensor) -> torch.Tensor:
         """InfoNCE of unit ``q`` ``(M, D)`` vs unit ``k`` ``(M, D)`` and the current queue; then
         write unit ``new_keys`` ``(n, D)``.  The negatives are the queue before the write."""
-        # clone: enqueue() writes the buffer in place, and backward still needs these rows.
-        negatives = self.queue.clone()
         if self.chunk_size is None:
-            loss = info_nce(q, k, negatives, self.temperature)
+            # clone: enqueue() writes the buffer in place and this backward needs the rows
+            loss = info_nce(q, k, self.queue.clone(), self.temperature)
         else:
-            loss = chunked_info_nce(q, k, negatives, self.temperature, self.chunk_size)
+            # finishes its gradient in forward and keeps no reference to the queue
+            loss = chunked_info_nce(q, k, self.queue, self.temperature, self.chunk_size)
         self.enqueue(new_keys)
         return loss
