@@ -19,6 +19,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
+from mmengine.runner import set_random_seed
 from mmpretrain.registry import MODELS
 
 import densevit_mm  # noqa: F401
@@ -54,13 +55,12 @@ def view_pipeline(cfg: Config) -> Compose:
 @torch.no_grad()
 def match_views(model, key_backbone, views):
     """Match the patches of two BGR uint8 views; returns ``(N,)`` matches and the grid."""
-    pre = model.data_preprocessor
-    x = torch.stack([torch.from_numpy(v.copy()).permute(2, 0, 1) for v in views]).float()
-    if pre._channel_conversion:
-        x = x[:, [2, 1, 0]]  # BGR -> RGB, as in training
-    x = (x - pre.mean) / pre.std  # (2, 3, H, W)
-    q_patch = model.backbone(x[0:1])[-1][1]  # (1, N, C)
-    k_patch = key_backbone(x[1:2])[-1][1]
+    # the training preprocessor: BGR -> RGB and normalisation, one (1, 3, H, W) batch per view
+    view_q, view_k = model.data_preprocessor(dict(
+        inputs=[torch.from_numpy(v.copy()).permute(2, 0, 1)[None] for v in views],
+        data_samples=None), False)['inputs']
+    q_patch = model.backbone(view_q)[-1][1]  # (1, N, C)
+    k_patch = key_backbone(view_k)[-1][1]
     match = DenseContrastiveLoss.extract_correspondence(q_patch, k_patch)[0]  # (N,)
     grid = tuple(s // model.backbone.patch_size for s in views[0].shape[:2])
     return match, grid
@@ -106,8 +106,7 @@ def main() -> None:
 
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    set_random_seed(args.seed)  # python, numpy and torch: the view augmentation uses all
     model, key_backbone = load_model(cfg, args.checkpoint)
     pipeline = view_pipeline(cfg)
     files = [args.images] if osp.isfile(args.images) else sorted(
