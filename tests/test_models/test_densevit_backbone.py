@@ -122,3 +122,19 @@ def test_windowed_attention_settings_are_checked():
     with pytest.raises(ValueError, match=r'global_attn_indexes \[3\]'):
         DenseViT(arch='densevit-debug', with_cls_token=False, out_type='featmap',
                  window_size=14, global_attn_indexes=(3,))
+
+
+def test_frozen_stages_stay_deterministic_after_train():
+    """A fully frozen backbone must not drop paths once the runner calls ``train()``."""
+    torch.manual_seed(0)
+    model = DenseViT(arch='densevit-debug', img_size=32, drop_path_rate=0.5, drop_rate=0.5,
+                     frozen_stages=1, out_type='featmap')
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    first, second = model(x)[0], model(x)[0]
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert all(not p.requires_grad for p in model.parameters())
+    # unfrozen, the same settings do drop paths in training
+    model = DenseViT(arch='densevit-debug', img_size=32, drop_path_rate=0.5, drop_rate=0.5,
+                     out_type='featmap').train()
+    assert not torch.equal(model(x)[0], model(x)[0])

@@ -148,6 +148,18 @@ class DenseViT(VisionTransformer):
             f'{len(report["dropped"])} non-backbone keys left out)')
         self._is_init = True
 
+    def train(self, mode: bool = True) -> 'DenseViT':
+        """Keep frozen stages in eval mode (no stochastic depth, no dropout) during training.
+
+        mmpretrain's ViT puts frozen layers in eval mode once, at construction; the runner's
+        ``model.train()`` then switches them back, so a frozen backbone still dropped paths
+        and its features changed from one forward pass to the next.
+        """
+        super().train(mode)
+        if mode and self.frozen_stages > 0:
+            self._freeze_stages()
+        return self
+
     def forward(self, x: torch.Tensor) -> tuple:
         if self.window_size is None:
             return super().forward(x)
