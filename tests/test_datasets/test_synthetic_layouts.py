@@ -5,10 +5,13 @@ import numpy as np
 from mmdet.datasets import CocoDataset
 from mmengine.registry import init_default_scope
 from mmseg.datasets import ADE20KDataset
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from densevit_mm.datasets import (BUILTIN_MARKER, SHAPES, render_scene, write_ade20k_layout,
                                   write_coco_layout, write_image_folder)
+from densevit_mm.datasets.synthetic_scenes import _smooth_field
 
 
 def test_scenes_are_deterministic_and_seed_dependent():
@@ -23,6 +26,15 @@ def test_scenes_are_deterministic_and_seed_dependent():
     # an object's visible pixels carry its shape label everywhere
     for inst in np.unique(instances)[1:]:
         assert len(np.unique(labels[instances == inst])) == 1
+
+
+def test_smooth_background_field_is_bilinear_upsampling():
+    """The background's random field equals torch's bilinear (align_corners) upsampling."""
+    field = _smooth_field(np.random.default_rng(3), 37, 4)
+    grid = np.random.default_rng(3).uniform(0, 1, size=(5, 5))
+    reference = F.interpolate(torch.from_numpy(grid)[None, None], size=(37, 37),
+                              mode='bilinear', align_corners=True)[0, 0].numpy()
+    np.testing.assert_allclose(field, reference, rtol=0, atol=1e-12)
 
 
 def test_image_folder_is_reproducible(tmp_path):
