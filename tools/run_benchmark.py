@@ -4,8 +4,9 @@
                                   [--quick]
 
 Stages: generate the data (deterministic), pretrain DenseViT (lambda 0.5) and the global-only
-baseline (lambda 0), fine-tune random init and both checkpoints on segmentation (Semantic FPN)
-and detection (Mask R-CNN), then write the result table, the training curves and the
+baseline (lambda 0), then, from random init and from both checkpoints: fine-tune on segmentation
+(Semantic FPN), train a linear segmentation head on the frozen backbone, and fine-tune on
+detection (Mask R-CNN); finally write the result table, the training curves and the
 correspondence pictures to <work-dir>/results.  Each stage runs tools/train.py in its own
 process; its full log is in the stage's work dir, and its progress lines are shown here.
 ``--quick`` shrinks everything to a smoke test of the pipeline (its numbers mean nothing).
@@ -26,12 +27,13 @@ PRETRAIN = {
     'globalonly': 'configs/builtin/globalonly-mini_pretrain_builtin.py',
 }
 SEG = 'configs/builtin/fpn_densevit-mini_builtin-seg.py'
+SEG_LINEAR = 'configs/builtin/linear_densevit-mini_builtin-seg.py'
 DET = 'configs/builtin/mask-rcnn_densevit-mini_builtin-det.py'
 # (pretraining epochs, seg iterations, det iterations, pretrain images, labelled train/val)
 FULL = dict(epochs=8, seg_iters=300, det_iters=150, images=2048, labelled=(64, 128))
 QUICK = dict(epochs=1, seg_iters=2, det_iters=2, images=32, labelled=(8, 4))
 # seconds a stage takes on 2 CPU cores, until one of its kind has been measured
-ESTIMATE = dict(data=15, pretrain=140, seg=40, det=110, report=30)
+ESTIMATE = dict(data=20, pretrain=140, seg=40, seglinear=35, det=110, report=30)
 
 
 @dataclass
@@ -69,12 +71,17 @@ def plan(args, size) -> List[Stage]:
         options = [f'train_dataloader.dataset.data_root={d}',
                    f'train_cfg.max_epochs={size["epochs"]}',
                    f'default_hooks.checkpoint.interval={size["epochs"]}']
+        if size['epochs'] > 1:  # the cosine phase (scheduler 1, after the warm-up epoch) spans it
+            options += [f'param_scheduler.1.T_max={size["epochs"] - 1}',
+                        f'param_scheduler.1.end={size["epochs"]}']
         if args.quick:
             options += ['train_dataloader.batch_size=8']
         stages.append(train_stage(f'pretrain {method}', 'pretrain', config, work_dir, options))
         checkpoints[method] = osp.join(work_dir, f'epoch_{size["epochs"]}.pth')
+    ade = osp.join(d, 'ade', 'ADEChallengeData2016')
     for task, config, iters, root in (
-            ('seg', SEG, size['seg_iters'], osp.join(d, 'ade', 'ADEChallengeData2016')),
+            ('seg', SEG, size['seg_iters'], ade),
+            ('seglinear', SEG_LINEAR, size['seg_iters'], ade),
             ('det', DET, size['det_iters'], osp.join(d, 'coco') + '/')):
         for method, checkpoint in checkpoints.items():
             options = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
@@ -149,9 +156,17 @@ def main() -> None:
     parser.add_argument('--data-root', default='data/builtin')
     parser.add_argument('--quick', action='store_true',
                         help='tiny sizes: checks the pipeline in about two minutes')
+    parser.add_argument('--epochs', type=int,
+                        help=f'pretraining epochs (default {FULL["epochs"]}; each adds about '
+                             f'30 s per pretraining on 2 CPU cores)')
     args = parser.parse_args()
     args.work_dir, args.data_root = osp.abspath(args.work_dir), osp.abspath(args.data_root)
-    size = QUICK if args.quick else FULL
+    size = dict(QUICK if args.quick else FULL)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            parser.error(f'--epochs must be positive, got {args.epochs}')
+        size['epochs'] = args.epochs
+        ESTIMATE['pretrain'] *= args.epochs / FULL['epochs']
     stages = plan(args, size)
     started = time.time()
     measured = {}  # kind -> seconds of the stages of that kind done so far

@@ -14,6 +14,8 @@ from densevit_mm.datasets import BUILTIN_MARKER
 
 PUBLISHED_CSV = osp.join(osp.dirname(__file__), 'published_results.csv')
 METRICS = {'mIoU': 'mIoU', 'coco/bbox_mAP': 'APbox', 'coco/segm_mAP': 'APmask'}
+# a run whose backbone is frozen whole reports its metrics under '<name> frozen'
+COLUMNS = ('mIoU', 'mIoU frozen', 'APbox', 'APmask')
 
 
 @dataclass
@@ -48,6 +50,16 @@ def _last_metrics(scalars_file: str) -> Dict[str, float]:
                     value = float(entry[key])
                     found[name] = value * 100 if name.startswith('AP') else value
     return found
+
+
+def _backbone_frozen(backbone: dict) -> bool:
+    """Whether ``frozen_stages`` covers every layer (a frozen-feature probe, not fine-tuning)."""
+    from densevit_mm.models import DenseViT
+    arch = backbone.get('arch', 'densevit-s')
+    if isinstance(arch, str):
+        arch = DenseViT.arch_zoo.get(arch.lower(), {})
+    num_layers = arch.get('num_layers')
+    return num_layers is not None and backbone.get('frozen_stages', -1) >= num_layers
 
 
 def _arch_name(arch) -> str:
@@ -110,7 +122,9 @@ def collect_rows(root: str) -> List[Row]:
         data = 'built-in (generated)' if _is_builtin(_data_root(cfg)) else 'real'
         key = (method, checkpoint or '', _arch_name(backbone.get('arch', '?')), data)
         row = rows.setdefault(key, Row(method, key[2], epochs, checkpoint or '-', data))
-        row.metrics.update(_last_metrics(osp.join(run, 'scalars.json')))
+        metrics = _last_metrics(osp.join(run, 'scalars.json'))
+        suffix = ' frozen' if _backbone_frozen(backbone) else ''
+        row.metrics.update({name + suffix: value for name, value in metrics.items()})
         row.configs.append(osp.basename(osp.normpath(work_dir)))
     return list(rows.values())
 
@@ -126,14 +140,13 @@ def _fmt(value: Optional[float]) -> str:
 
 def markdown_table(rows: List[Row], published: List[dict]) -> str:
     lines = ['## Measured', '',
-             '| method | backbone | pretraining epochs | mIoU | APbox | APmask | data | '
-             'configs | checkpoint |',
-             '|---|---|---|---|---|---|---|---|---|']
+             '| method | backbone | pretraining epochs | '
+             + ' | '.join(COLUMNS) + ' | data | configs | checkpoint |',
+             '|---|---|---|' + '---|' * len(COLUMNS) + '---|---|---|']
     for r in rows:
-        lines.append(f'| {r.method} | {r.backbone} | {r.pretraining_epochs} | '
-                     f'{_fmt(r.metrics.get("mIoU"))} | {_fmt(r.metrics.get("APbox"))} | '
-                     f'{_fmt(r.metrics.get("APmask"))} | {r.data} | {", ".join(r.configs)} | '
-                     f'{r.checkpoint} |')
+        values = ' | '.join(_fmt(r.metrics.get(c)) for c in COLUMNS)
+        lines.append(f'| {r.method} | {r.backbone} | {r.pretraining_epochs} | {values} | '
+                     f'{r.data} | {", ".join(r.configs)} | {r.checkpoint} |')
     lines += ['', '## Published (other methods, full-scale protocols; not measured here)', '',
               '| method | backbone | pretraining epochs | protocol | mIoU | APbox | APmask | '
               'source |', '|---|---|---|---|---|---|---|---|']
@@ -145,17 +158,15 @@ def markdown_table(rows: List[Row], published: List[dict]) -> str:
 
 
 def write_csv(rows: List[Row], published: List[dict], path: str) -> None:
-    fields = ['block', 'method', 'backbone', 'pretraining_epochs', 'protocol', 'mIoU', 'APbox',
-              'APmask', 'data', 'config', 'checkpoint', 'source']
+    fields = ['block', 'method', 'backbone', 'pretraining_epochs', 'protocol', *COLUMNS,
+              'data', 'config', 'checkpoint', 'source']
     with open(path, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in rows:
             writer.writerow(dict(block='measured', method=r.method, backbone=r.backbone,
                                  pretraining_epochs=r.pretraining_epochs,
-                                 mIoU=r.metrics.get('mIoU', ''),
-                                 APbox=r.metrics.get('APbox', ''),
-                                 APmask=r.metrics.get('APmask', ''), data=r.data,
+                                 **{c: r.metrics.get(c, '') for c in COLUMNS}, data=r.data,
                                  config=';'.join(r.configs), checkpoint=r.checkpoint))
         for p in published:
             writer.writerow(dict(block='published', **p))
@@ -165,9 +176,9 @@ def plot(rows: List[Row], path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    metrics = ['mIoU', 'APbox', 'APmask']
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    for ax, metric in zip(axes, metrics):
+    metrics = [c for c in COLUMNS if any(c in r.metrics for r in rows)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         values = [r.metrics.get(metric, float('nan')) for r in rows]
         ax.bar(range(len(rows)), values, color=['#999999', '#4c72b0', '#dd8452', '#55a868'][
             :len(rows)] if len(rows) <= 4 else None)

@@ -12,14 +12,14 @@ from PIL import Image
 from densevit_mm.datasets import BUILTIN_MARKER
 
 
-def fake_run(work_dir, checkpoint, data_root, metrics):
+def fake_run(work_dir, checkpoint, data_root, metrics, frozen_stages=-1):
     run = osp.join(work_dir, '20260101_000000', 'vis_data')
     os.makedirs(run)
     init = 'None' if checkpoint is None else \
         f"dict(type='Pretrained', checkpoint={checkpoint!r}, prefix='backbone.')"
     with open(osp.join(run, 'config.py'), 'w') as f:
         f.write(f"model = dict(backbone=dict(type='mmpretrain.DenseViT', arch='densevit-s', "
-                f"init_cfg={init}))\n"
+                f"frozen_stages={frozen_stages}, init_cfg={init}))\n"
                 f"val_dataloader = dict(dataset=dict(data_root={data_root!r}))\n")
     with open(osp.join(run, 'scalars.json'), 'w') as f:
         f.write(json.dumps({'loss': 1.0, 'step': 10}) + '\n')
@@ -45,6 +45,11 @@ def test_table_from_work_dirs(tmp_path, repo_root):
              {'coco/bbox_mAP': 0.375, 'coco/segm_mAP': 0.3125})
     fake_run(root / 'seg_global', str(tmp_path / 'global.pth'), str(data / 'ade'),
              {'mIoU': 30.0})
+    # a frozen backbone (all 12 layers) is a probe: its own column, not the fine-tuned mIoU
+    fake_run(root / 'seglinear_dense', str(tmp_path / 'dense.pth'), str(data / 'ade'),
+             {'mIoU': 20.5}, frozen_stages=12)
+    fake_run(root / 'segpartial_global', str(tmp_path / 'global.pth'), str(data / 'ade'),
+             {'mIoU': 31.0}, frozen_stages=11)
     fake_run(root / 'seg_random', None, '/nonexistent/real/ade', {'mIoU': 12.5})
     os.makedirs(root / 'pretrain_dense' / '20260101_000000' / 'vis_data')  # no metrics: ignored
 
@@ -58,10 +63,11 @@ def test_table_from_work_dirs(tmp_path, repo_root):
     assert set(measured) == {'DenseViT (lambda=0.5)', 'Global-only contrastive (lambda=0)',
                              'Random init'}
     dense = measured['DenseViT (lambda=0.5)']
-    assert float(dense['mIoU']) == 41.25
+    assert float(dense['mIoU']) == 41.25 and float(dense['mIoU frozen']) == 20.5
+    assert measured['Global-only contrastive (lambda=0)']['mIoU frozen'] == ''
     assert float(dense['APbox']) == 37.5 and float(dense['APmask']) == 31.25
     assert dense['pretraining_epochs'] == '8' and dense['data'] == 'built-in (generated)'
-    assert sorted(dense['config'].split(';')) == ['det_dense', 'seg_dense']
+    assert sorted(dense['config'].split(';')) == ['det_dense', 'seg_dense', 'seglinear_dense']
     assert measured['Random init']['data'] == 'real'
     assert measured['Random init']['APbox'] == ''
     published = [r for r in rows if r['block'] == 'published']
@@ -69,7 +75,7 @@ def test_table_from_work_dirs(tmp_path, repo_root):
 
     markdown = (out / 'results.md').read_text()
     measured_block, published_block = markdown.split('## Published')
-    assert '| DenseViT (lambda=0.5) | densevit-s | 8 | 41.2 | 37.5 | 31.2 |' in measured_block
+    assert '| DenseViT (lambda=0.5) | densevit-s | 8 | 41.2 | 20.5 | 37.5 | 31.2 |' in measured_block
     assert 'iBOT' not in measured_block and 'iBOT' in published_block
     with Image.open(out / 'results.png') as image:
         assert image.format == 'PNG' and image.size[0] > 100

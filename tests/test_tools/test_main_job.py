@@ -14,7 +14,7 @@ def test_quick_main_job_end_to_end(tmp_path, repo_root):
          '--work-dir', str(tmp_path / 'work'), '--data-root', str(tmp_path / 'data')],
         capture_output=True, text=True, cwd=repo_root, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert 'stage 10/10: results' in result.stdout and 'ETA of the whole job' in result.stdout
+    assert 'stage 13/13: results' in result.stdout and 'ETA of the whole job' in result.stdout
     results = tmp_path / 'work' / 'results'
     with open(results / 'results.csv') as f:
         measured = [r for r in csv.DictReader(f) if r['block'] == 'measured']
@@ -22,7 +22,7 @@ def test_quick_main_job_end_to_end(tmp_path, repo_root):
         'DenseViT (lambda=0.5)', 'Global-only contrastive (lambda=0)', 'Random init']
     for row in measured:
         assert row['data'] == 'built-in (generated)'
-        for metric in ('mIoU', 'APbox', 'APmask'):
+        for metric in ('mIoU', 'mIoU frozen', 'APbox', 'APmask'):
             assert 0 <= float(row[metric]) <= 100
     for picture in ('results.png', 'training_curves.png', 'correspondence_random_init.png',
                     'correspondence_densevit.png'):
