@@ -33,7 +33,7 @@ DET = 'configs/builtin/mask-rcnn_densevit-mini_builtin-det.py'
 FULL = dict(epochs=8, seg_iters=300, det_iters=150, images=2048, labelled=(64, 128))
 QUICK = dict(epochs=1, seg_iters=2, det_iters=2, images=32, labelled=(8, 4))
 # seconds a stage takes on 2 CPU cores, until one of its kind has been measured
-ESTIMATE = dict(data=20, pretrain=140, seg=40, seglinear=35, det=110, report=30)
+ESTIMATE = dict(data=20, pretrain=100, seg=37, seglinear=18, det=152, report=20)
 
 
 @dataclass
@@ -158,7 +158,7 @@ def main() -> None:
                         help='tiny sizes: checks the pipeline in about two minutes')
     parser.add_argument('--epochs', type=int,
                         help=f'pretraining epochs (default {FULL["epochs"]}; each adds about '
-                             f'30 s per pretraining on 2 CPU cores)')
+                             f'13 s per pretraining on 2 CPU cores)')
     args = parser.parse_args()
     args.work_dir, args.data_root = osp.abspath(args.work_dir), osp.abspath(args.data_root)
     size = dict(QUICK if args.quick else FULL)
