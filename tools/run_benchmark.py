@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
@@ -126,7 +127,7 @@ def report(args, size) -> None:
     subprocess.run(py + [osp.join(ROOT, 'tools/plot_training_curves.py'),
                          *[osp.join(args.work_dir, f'pretrain_{m}') for m in PRETRAIN],
                          '--out', osp.join(results, 'training_curves.png')], check=True, cwd=ROOT)
-    accuracy = {}
+    diagnostics = {}
     images = osp.join(args.data_root, 'pretrain')
     runs = [('random init', PRETRAIN['densevit'], None)] + [
         (m, config, osp.join(args.work_dir, f'pretrain_{m}', f'epoch_{size["epochs"]}.pth'))
@@ -139,15 +140,17 @@ def report(args, size) -> None:
             command += ['--checkpoint', checkpoint]
         text = subprocess.run(command, check=True, capture_output=True, text=True,
                               cwd=ROOT).stdout
-        accuracy[name] = float(text.split('images: ')[1].split(';')[0])
-    with open(osp.join(results, 'correspondence_accuracy.json'), 'w') as f:
-        json.dump(accuracy, f, indent=2)
+        diagnostics[name] = dict(
+            correspondence_accuracy=float(re.search(r'accuracy .* images: ([0-9.]+)', text)[1]),
+            rankme=float(re.search(r'RankMe .* images: ([0-9.]+)', text)[1]))
+    with open(osp.join(results, 'diagnostics.json'), 'w') as f:
+        json.dump(diagnostics, f, indent=2)
     subprocess.run(py + [osp.join(ROOT, 'tools/benchmark_table.py'), args.work_dir,
                          '--out', results], check=True, cwd=ROOT)
-    print('Correspondence accuracy (argmax match within one patch of the true one, 6x6 grid, '
-          '64 view pairs):')
-    for name, value in accuracy.items():
-        print(f'  {name:12s} {value:.3f}')
+    print('Diagnostics over 64 view pairs: correspondence accuracy (argmax match within one '
+          'patch of the true one, 6x6 grid) and RankMe of the patch tokens (of at most the width):')
+    for name, value in diagnostics.items():
+        print(f'  {name:12s} {value["correspondence_accuracy"]:.3f}  {value["rankme"]:6.1f}')
 
 
 def main() -> None:

@@ -8,7 +8,9 @@ backbone (query view) and the momentum encoder (key view; the backbone itself wi
 checkpoint); every query patch is joined to its argmax-cosine key patch.  Green lines land
 within one patch of the true geometric match (known from the crop boxes), red ones do not;
 patches whose true match lies outside the key view are not drawn.  The accuracy printed is
-over ``--num-images`` images of the folder (one view pair each).
+over ``--num-images`` images of the folder (one view pair each), and so is the RankMe
+(effective rank) of the backbone's last-layer patch tokens of the query views: a
+representation collapsed to a few directions scores near that number.
 """
 import argparse
 import glob
@@ -23,7 +25,7 @@ from mmengine.runner import set_random_seed
 from mmpretrain.registry import MODELS
 
 import densevit_mm  # noqa: F401
-from densevit_mm.evaluation import correspondence_accuracy, true_correspondence
+from densevit_mm.evaluation import correspondence_accuracy, rankme, true_correspondence
 from densevit_mm.models.losses import DenseContrastiveLoss
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -54,7 +56,11 @@ def view_pipeline(cfg: Config) -> Compose:
 
 @torch.no_grad()
 def match_views(model, key_backbone, views):
-    """Match the patches of two BGR uint8 views; returns ``(N,)`` matches and the grid."""
+    """Match the patches of two BGR uint8 views.
+
+    Returns:
+        tuple: ``(N,)`` matches, the grid, and the ``(N, C)`` query patch tokens.
+    """
     # the training preprocessor: BGR -> RGB and normalisation, one (1, 3, H, W) batch per view
     view_q, view_k = model.data_preprocessor(dict(
         inputs=[torch.from_numpy(v.copy()).permute(2, 0, 1)[None] for v in views],
@@ -63,7 +69,7 @@ def match_views(model, key_backbone, views):
     k_patch = key_backbone(view_k)[-1][1]
     match = DenseContrastiveLoss.extract_correspondence(q_patch, k_patch)[0]  # (N,)
     grid = tuple(s // model.backbone.patch_size for s in views[0].shape[:2])
-    return match, grid
+    return match, grid, q_patch[0]
 
 
 def draw(views, geometry, match, grid, accuracy, path):
@@ -115,11 +121,12 @@ def main() -> None:
     if not files:
         raise SystemExit(f'no images found at {args.images}')
 
-    hits, first = [], None
+    hits, tokens, first = [], [], None
     for path in files:
         out = pipeline(dict(img_path=path))
         geometry = torch.from_numpy(out['view_geometry'])  # (2, 7)
-        match, grid = match_views(model, key_backbone, out['img'])
+        match, grid, q_patch = match_views(model, key_backbone, out['img'])
+        tokens.append(q_patch)
         acc = correspondence_accuracy(match[None], geometry[0:1], geometry[1:2], grid)
         if not torch.isnan(acc):
             hits.append(float(acc))
@@ -129,6 +136,8 @@ def main() -> None:
     draw(*first[:4], first[4], args.out)
     print(f'correspondence accuracy (within one patch) over {len(hits)} images: '
           f'{accuracy:.3f}; picture of {osp.basename(files[0])}: {args.out}')
+    print(f'RankMe of the patch tokens over {len(files)} images: '
+          f'{rankme(torch.cat(tokens)):.1f} (of at most {model.backbone.embed_dims})')
 
 
 if __name__ == '__main__':

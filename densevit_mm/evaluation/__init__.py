@@ -1,4 +1,6 @@
 from .correspondence import (correspondence_accuracy, patch_centers_in_source,
                              true_correspondence)
+from .feature_rank import rankme
 
-__all__ = ['correspondence_accuracy', 'patch_centers_in_source', 'true_correspondence']
+__all__ = ['correspondence_accuracy', 'patch_centers_in_source', 'rankme',
+           'true_correspondence']

@@ -1,9 +1,15 @@
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import MODELS
 
 from densevit_mm.models import DenseProjectionNeck
+
+
+# what stop_grad_conv1=True (set by the built-in and debug pretraining configs) leaves untrained
+PATCH_PROJECTION = ('backbone.patch_embed.projection.weight',
+                    'backbone.patch_embed.projection.bias')
 
 
 @pytest.fixture
@@ -54,7 +60,7 @@ def test_every_online_parameter_gets_a_gradient_and_keys_get_none(model):
     sum(losses.values()).backward()
     no_grad = [n for n, p in model.named_parameters()
                if not n.startswith('target_encoder') and p.grad is None]
-    assert no_grad == []
+    assert no_grad == list(PATCH_PROJECTION)  # the config's stop_grad_conv1
     assert all(p.grad is None for p in model.target_encoder.parameters())
 
 
@@ -74,6 +80,25 @@ def test_momentum_follows_mmengine_convention(model):
     for name, p in online.items():
         expected = (1 - momentum) * before[name] + momentum * p
         torch.testing.assert_close(keyed[name], expected)
+
+
+@pytest.mark.parametrize('stop_grad', [True, False])
+def test_stop_grad_conv1_keeps_the_patch_projection_through_an_optimiser_step(stop_grad):
+    cfg = Config.fromfile('configs/pretrain/densevit_debug.py')
+    cfg.model.backbone.stop_grad_conv1 = stop_grad
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)  # AdamW with weight decay
+    before = {n: p.clone() for n, p in model.backbone.named_parameters()}
+    for seed in range(2):  # the first step also copies the online encoder into the key one
+        optim.update_params(sum(model.loss(two_views(seed=seed), None).values()))
+    after = dict(model.backbone.named_parameters())
+    unchanged = {n for n, p in after.items() if torch.equal(p, before[n])}
+    kept = {'patch_embed.projection.weight', 'patch_embed.projection.bias'}
+    assert unchanged == (kept if stop_grad else set())
+    keyed = dict(model.target_encoder.module[0].named_parameters())
+    weight = 'patch_embed.projection.weight'
+    assert torch.equal(keyed[weight], before[weight]) == stop_grad
 
 
 def test_both_queues_advance_by_the_batch(model):
@@ -102,8 +127,9 @@ def test_global_only_baseline_has_no_dense_branch():
     losses = model.loss(views, None)
     assert set(losses) == {'loss_global'}
     losses['loss_global'].backward()
-    assert all(p.grad is not None for n, p in model.named_parameters()
-               if not n.startswith('target_encoder'))
+    no_grad = {n for n, p in model.named_parameters()
+               if not n.startswith('target_encoder') and p.grad is None}
+    assert no_grad == set(PATCH_PROJECTION)  # the built-in configs keep it random (MoCo v3)
     cfg.model.loss_lambda = 0.5
     with pytest.raises(ValueError, match='set loss_lambda=0'):
         MODELS.build(cfg.model)

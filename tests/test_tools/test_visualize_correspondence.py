@@ -27,5 +27,8 @@ def test_writes_a_picture_and_reports_accuracy(tmp_path, repo_root):
         assert result.returncode == 0, result.stderr[-2000:]
         accuracy = float(re.search(r'over 3 images: ([0-9.]+)', result.stdout).group(1))
         assert 0 <= accuracy <= 1
+        rank = float(re.search(r'RankMe of the patch tokens over 3 images: ([0-9.]+) \(of at most '
+                               r'192\)', result.stdout).group(1))
+        assert 1 <= rank <= 192
         with Image.open(out) as image:
             assert image.format == 'PNG' and image.size[0] > 200

@@ -47,6 +47,10 @@ class DenseViT(VisionTransformer):
             Needs ``with_cls_token=False`` and ``out_type='featmap'``. Defaults to None.
         global_attn_indexes (Sequence[int]): Layers that keep global attention when
             ``window_size`` is set (ViTDet: 2, 5, 8, 11). Defaults to ().
+        stop_grad_conv1 (bool): Keep the patch projection at its random initialisation (no
+            gradient), as MoCo v3 does in contrastive pretraining; same name as mmpretrain's
+            ``MoCoV3ViT``.  On the built-in scenes a trained projection turns into a
+            mean-colour detector (README, built-in results).  Defaults to False.
         init_cfg (dict | list[dict], optional): Initialisation; defaults to the timm / DeiT
             scheme (truncated normal std 0.02 for linear layers, unit LayerNorm).
         **kwargs: Any other argument of mmpretrain's ``VisionTransformer``
@@ -69,6 +73,7 @@ class DenseViT(VisionTransformer):
                  out_indices: Union[int, Sequence[int]] = -1,
                  window_size: Optional[int] = None,
                  global_attn_indexes: Sequence[int] = (),
+                 stop_grad_conv1: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **kwargs) -> None:
         if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
@@ -99,6 +104,8 @@ class DenseViT(VisionTransformer):
         self.patch_size = patch_size
         self.window_size = window_size
         self.global_attn_indexes = tuple(global_attn_indexes)
+        if stop_grad_conv1:
+            self.patch_embed.projection.requires_grad_(False)
 
     def _prepare_pos_embed(self, state_dict, prefix, *args, **kwargs):
         # mmpretrain drops a checkpoint's CLS row only when the grids already agree; drop it
