@@ -31,10 +31,10 @@ SEG = 'configs/builtin/fpn_densevit-mini_builtin-seg.py'
 SEG_LINEAR = 'configs/builtin/linear_densevit-mini_builtin-seg.py'
 DET = 'configs/builtin/mask-rcnn_densevit-mini_builtin-det.py'
 # (pretraining epochs, seg iterations, det iterations, pretrain images, labelled train/val)
-FULL = dict(epochs=8, seg_iters=300, det_iters=150, images=2048, labelled=(64, 128))
+FULL = dict(epochs=8, seg_iters=300, det_iters=120, images=2048, labelled=(64, 128))
 QUICK = dict(epochs=1, seg_iters=2, det_iters=2, images=32, labelled=(8, 4))
 # seconds a stage takes on 2 CPU cores, until one of its kind has been measured
-ESTIMATE = dict(data=20, pretrain=100, seg=37, seglinear=18, det=152, report=20)
+ESTIMATE = dict(data=20, pretrain=110, seg=40, seglinear=18, det=135, report=20)
 
 
 @dataclass
