@@ -1,5 +1,6 @@
 """The README's main job, shortened (--quick): every stage runs and the table is complete."""
 import csv
+import json
 import os.path as osp
 import subprocess
 import sys
@@ -27,3 +28,8 @@ def test_quick_main_job_end_to_end(tmp_path, repo_root):
     for picture in ('results.png', 'training_curves.png', 'correspondence_random_init.png',
                     'correspondence_densevit.png'):
         assert (results / picture).stat().st_size > 1000
+    with open(results / 'diagnostics.json') as f:
+        diagnostics = json.load(f)
+    assert sorted(diagnostics) == ['densevit', 'globalonly', 'random init']
+    for value in diagnostics.values():
+        assert 0 <= value['correspondence_accuracy'] <= 1 and 1 <= value['rankme'] <= 192
