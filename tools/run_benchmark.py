@@ -161,7 +161,7 @@ def main() -> None:
                         help='tiny sizes: checks the pipeline in about two minutes')
     parser.add_argument('--epochs', type=int,
                         help=f'pretraining epochs (default {FULL["epochs"]}; each adds about '
-                             f'13 s per pretraining on 2 CPU cores)')
+                             f'14 s per pretraining on 2 CPU cores)')
     args = parser.parse_args()
     args.work_dir, args.data_root = osp.abspath(args.work_dir), osp.abspath(args.data_root)
     size = dict(QUICK if args.quick else FULL)
