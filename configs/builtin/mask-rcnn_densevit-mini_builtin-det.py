@@ -55,7 +55,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-max_iters = 120  # as in the main job (tools/run_benchmark.py): the 1x step at 80% falls inside it
+max_iters = 120  # as the main job (tools/run_benchmark.py), so the step at 80% falls inside
 optim_wrapper = dict(optimizer=dict(lr=4e-4), paramwise_cfg=dict(num_layers=4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
