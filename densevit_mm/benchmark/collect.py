@@ -1,6 +1,7 @@
 """Read mmengine work dirs into benchmark rows: method, backbone, pretraining, mIoU, AP."""
 import csv
 import glob
+import inspect
 import json
 import os
 import os.path as osp
@@ -55,7 +56,8 @@ def _last_metrics(scalars_file: str) -> Dict[str, float]:
 def _backbone_frozen(backbone: dict) -> bool:
     """Whether ``frozen_stages`` covers every layer (a frozen-feature probe, not fine-tuning)."""
     from densevit_mm.models import DenseViT
-    arch = backbone.get('arch', 'densevit-s')
+    default_arch = inspect.signature(DenseViT).parameters['arch'].default
+    arch = backbone.get('arch', default_arch)
     if isinstance(arch, str):
         arch = DenseViT.arch_zoo.get(arch.lower(), {})
     num_layers = arch.get('num_layers')
