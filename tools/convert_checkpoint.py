@@ -13,19 +13,7 @@ renamed into place, so an interrupted run never leaves a half-written checkpoint
 import argparse
 import os
 
-import torch
-
-from densevit_mm.checkpoint import densevit_to_timm, load_densevit_state_dict
-
-
-def save_atomically(obj, path: str) -> None:
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from densevit_mm.checkpoint import atomic_save, densevit_to_timm, load_densevit_state_dict
 
 
 def main() -> None:
@@ -54,7 +42,7 @@ def main() -> None:
     else:
         out = dict(state_dict={f'backbone.{k}': v for k, v in state.items()},
                    meta=dict(source=os.path.basename(args.src), source_format=report['format']))
-    save_atomically(out, args.dst)
+    atomic_save(out, args.dst)
     print(f'wrote {args.dst} ({args.to} layout)')
 
 

@@ -2,7 +2,23 @@
 # Train under Slurm, one task per GPU:
 #   [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] \
 #   tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [tools/train.py arguments]
-set -euo pipefail
+#
+# Preemption and requeue.  On SIGTERM -- what Slurm sends at preemption, on scancel, and
+# before the time limit with --signal=TERM@SECONDS -- every rank finishes its iteration,
+# rank 0 writes WORK_DIR/preempted_iter_N.pth (atomically) and the tasks exit with status 143.
+# `--resume` (no path) continues from the newest readable checkpoint of WORK_DIR, or starts
+# from scratch in an empty one, so the same command serves the first start and every restart.
+# A requeueable job, from inside sbatch (REQUEUE=1: after a SIGTERM stop the script requeues
+# its own job, which then resumes):
+#
+#   sbatch -p PARTITION --nodes=2 --ntasks-per-node=8 --gres=gpu:8 --cpus-per-task=5 \
+#       --requeue --signal=TERM@180 --time=24:00:00 --job-name=densevit_s \
+#       --wrap 'REQUEUE=1 GPUS=16 tools/slurm_train.sh PARTITION densevit_s \
+#               configs/pretrain/densevit_s.py work_dirs/densevit_s --resume'
+#
+# The 180 s of --signal leave time for the iteration in progress and the save.  Jobs
+# preempted with PreemptMode=REQUEUE are requeued by Slurm itself.
+set -uo pipefail
 if [ $# -lt 3 ]; then
     echo "usage: $0 PARTITION JOB_NAME CONFIG [WORK_DIR] [tools/train.py arguments]" >&2
     exit 2
@@ -15,6 +31,8 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
+REQUEUE=${REQUEUE:-0}
+PREEMPTED=143  # tools/train.py's exit status after a SIGTERM stop
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
@@ -27,3 +45,9 @@ srun -p "$PARTITION" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \
     python -u "$ROOT/tools/train.py" "$CONFIG" --work-dir="$WORK_DIR" --launcher=slurm "${@:5}"
+status=$?
+if [ "$status" -eq "$PREEMPTED" ] && [ "$REQUEUE" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    echo "stopped by SIGTERM with a checkpoint in $WORK_DIR: requeueing job $SLURM_JOB_ID" >&2
+    scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"

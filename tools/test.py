@@ -12,6 +12,8 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from densevit_mm import compat
+from densevit_mm.checkpoint import (CheckpointFileError, describe_non_finite,
+                                    load_checkpoint_file)
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
 
 
@@ -26,6 +28,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    try:
+        state = load_checkpoint_file(args.checkpoint, mmap=True).get('state_dict', {})
+    except (CheckpointFileError, FileNotFoundError) as err:
+        raise SystemExit(f'tools/test.py: {err}') from err
+    bad = describe_non_finite(state)
+    if bad:  # its metrics would be meaningless, and would still reach the tables
+        raise SystemExit(f'tools/test.py: refusing {args.checkpoint}: {bad}')
     cfg = Config.fromfile(args.config)
     cfg.load_from = None  # loaded strictly below: a mismatched checkpoint must not half-load
     apply_runner_args(cfg, args)

@@ -1,17 +1,28 @@
 """Train a DenseViT config (pretraining, linear probe, segmentation or detection).
 
 Same flags as mmpretrain / mmseg / mmdet's tools/train.py:
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
-                                 [--no-validate] [--cfg-options key=value ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype T]]
+                                 [--auto-scale-lr] [--no-validate] [--cfg-options key=value ...]
 Several GPUs, nodes, or CPU processes: tools/dist_train.sh CONFIG NUM_PROCESSES.
+Exit status 143: stopped by SIGTERM after saving a checkpoint (continue with --resume).
 """
 import argparse
+import sys
 
+import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from densevit_mm import compat
+from densevit_mm.checkpoint import CheckpointFileError, load_checkpoint_file, plan_resume
+from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted, bf16_supported,
+                                check_train_dataloader)
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
+
+# --amp turns each optimizer wrapper into its autocast variant
+AMP_WRAPPERS = {'OptimWrapper': 'AmpOptimWrapper', 'AmpOptimWrapper': 'AmpOptimWrapper',
+                'GuardedOptimWrapper': 'GuardedAmpOptimWrapper',
+                'GuardedAmpOptimWrapper': 'GuardedAmpOptimWrapper'}
 
 
 def parse_args() -> argparse.Namespace:
@@ -19,9 +30,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='resume from the given checkpoint, or from the latest one in the work dir '
-        'if none is given')
-    parser.add_argument('--amp', action='store_true', help='mixed-precision training')
+        help='resume from the given checkpoint; alone, from the newest readable checkpoint in '
+        'the work dir, or from scratch if it has none (safe for requeued jobs)')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: bfloat16 autocast where the device has it')
+    parser.add_argument('--amp-dtype', choices=['bfloat16', 'float16'],
+                        help='autocast type for --amp (float16 adds loss scaling); default '
+                        'bfloat16, refused on GPUs without it')
     parser.add_argument('--no-validate', action='store_true',
                         help='skip validation during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -30,18 +45,29 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def amp_dtype(requested) -> str:
+    if requested is not None:
+        return requested
+    device_type = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if not bf16_supported(device_type):
+        raise SystemExit(f'--amp: {torch.cuda.get_device_name()} has no bfloat16 support; pass '
+                         '--amp-dtype float16 to train in float16 with loss scaling')
+    return 'bfloat16'
+
+
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, the config has '
-                             f'{wrapper}')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
+        scope, _, name = wrapper.rpartition('.')
+        if name not in AMP_WRAPPERS:
+            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper or '
+                             f'GuardedOptimWrapper, the config has {wrapper}')
+        cfg.optim_wrapper.type = f'{scope}.{AMP_WRAPPERS[name]}' if scope else AMP_WRAPPERS[name]
+        cfg.optim_wrapper.dtype = amp_dtype(args.amp_dtype)
+        if cfg.optim_wrapper.dtype == 'float16':
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    elif args.amp_dtype is not None:
+        raise ValueError('--amp-dtype needs --amp')
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.auto_scale_lr:
@@ -55,10 +81,27 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    try:
+        plan = plan_resume(cfg.work_dir, args.resume)
+        if plan.checkpoint is not None:
+            cfg.resume, cfg.load_from = True, plan.checkpoint
+        else:
+            cfg.resume = False
+            if cfg.get('load_from'):
+                load_checkpoint_file(cfg.load_from, mmap=True)
+    except (CheckpointFileError, FileNotFoundError) as err:
+        raise SystemExit(f'tools/train.py: {err}') from err
     compat.setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
+    for level, message in plan.notes:
+        runner.logger.log(level, message)
+    check_train_dataloader(runner)
     compat.revert_sync_batchnorm_without_cuda(runner)
-    runner.train()
+    try:
+        runner.train()
+    except TrainingPreempted as stop:
+        runner.logger.warning(str(stop))
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == '__main__':

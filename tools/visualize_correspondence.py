@@ -25,6 +25,7 @@ from mmengine.runner import set_random_seed
 from mmpretrain.registry import MODELS
 
 import densevit_mm  # noqa: F401
+from densevit_mm.checkpoint import load_checkpoint_file
 from densevit_mm.evaluation import correspondence_accuracy, rankme, true_correspondence
 from densevit_mm.models.losses import DenseContrastiveLoss
 
@@ -36,7 +37,7 @@ def load_model(cfg: Config, checkpoint):
     cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     model = MODELS.build(cfg.model)
     if checkpoint:
-        state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+        state = load_checkpoint_file(checkpoint)['state_dict']
         model.load_state_dict(state, strict=True)
         key_backbone = model.target_encoder.module[0]
     else:

@@ -7,7 +7,8 @@ default_hooks = dict(
     # LoggerHook prints the ETA with every log line.
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3),
+    # written atomically, never with nan weights, and on SIGTERM (preemption) at once
+    checkpoint=dict(type='CrashSafeCheckpointHook', interval=10, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
 )

@@ -64,6 +64,6 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+    checkpoint=dict(by_epoch=False, interval=max_iters,
                     max_keep_ckpts=1),
     visualization=dict(type='SegVisualizationHook', draw=False))

@@ -55,7 +55,7 @@ model = dict(
         init_cfg=dict(type='Normal', std=0.01, layer='Linear')))
 
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='GuardedOptimWrapper',
     optimizer=dict(type='SGD', lr=12, momentum=0.9, weight_decay=0.))
 param_scheduler = [dict(type='CosineAnnealingLR', T_max=90, by_epoch=True, begin=0, end=90)]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=90, val_interval=10)

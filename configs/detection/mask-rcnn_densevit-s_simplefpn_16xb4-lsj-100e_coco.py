@@ -49,7 +49,6 @@ param_scheduler = [
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=5000, save_last=True,
-                    max_keep_ckpts=3))
+    checkpoint=dict(by_epoch=False, interval=5000, save_last=True, max_keep_ckpts=3))
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=64)

@@ -13,8 +13,10 @@ _base_ = [
 # AdamW with DenseViT-aware layer-wise lr decay (ViTDet: 0.7 for ViT-B).
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',
+    type='mmpretrain.GuardedOptimWrapper',  # skips steps with nan / inf loss or gradients
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
     constructor='DenseViTLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.7))
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# checkpoints written atomically, never with nan weights, and on SIGTERM (preemption) at once
+default_hooks = dict(checkpoint=dict(type='mmpretrain.CrashSafeCheckpointHook'))

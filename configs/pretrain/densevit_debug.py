@@ -19,7 +19,6 @@ train_dataloader = dict(
     batch_size=16,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(data_root='data/synthetic/'))
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05))
@@ -32,5 +31,5 @@ auto_scale_lr = dict(base_batch_size=16)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=50, max_keep_ckpts=2))
+    checkpoint=dict(by_epoch=False, interval=50, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)

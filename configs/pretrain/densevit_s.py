@@ -10,3 +10,6 @@ _base_ = [
 model = dict(
     backbone=dict(arch='densevit-s'),
     neck=dict(in_channels=384))
+
+# logs and counts the unreadable images the data set skips; stops beyond 0.1% of them
+default_hooks = dict(unreadable_images=dict(type='UnreadableImageHook', max_share=0.001))

@@ -40,7 +40,7 @@ model = dict(
 
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',
+    type='mmpretrain.GuardedOptimWrapper',  # skips steps with nan / inf loss or gradients
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(
         norm_decay_mult=0.,
@@ -55,3 +55,5 @@ train_dataloader = dict(batch_size=4)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# checkpoints written atomically, never with nan weights, and on SIGTERM (preemption) at once
+default_hooks = dict(checkpoint=dict(type='mmpretrain.CrashSafeCheckpointHook'))

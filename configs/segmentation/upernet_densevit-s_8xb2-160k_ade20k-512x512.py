@@ -15,7 +15,7 @@ model = dict(data_preprocessor=dict(size=crop_size))
 
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',
+    type='mmpretrain.GuardedOptimWrapper',  # skips steps with nan / inf loss or gradients
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='DenseViTLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.65))
@@ -29,3 +29,5 @@ train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# checkpoints written atomically, never with nan weights, and on SIGTERM (preemption) at once
+default_hooks = dict(checkpoint=dict(type='mmpretrain.CrashSafeCheckpointHook'))

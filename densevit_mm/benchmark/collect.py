@@ -8,9 +8,9 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-import torch
 from mmengine.config import Config
 
+from densevit_mm.checkpoint import load_checkpoint_file
 from densevit_mm.datasets import BUILTIN_MARKER
 
 PUBLISHED_CSV = osp.join(osp.dirname(__file__), 'published_results.csv')
@@ -76,7 +76,7 @@ def describe_pretraining(checkpoint: Optional[str]) -> tuple:
         return 'Random init', '0'
     if not osp.isfile(checkpoint):
         return f'(missing checkpoint {checkpoint})', '?'
-    meta = torch.load(checkpoint, map_location='cpu', weights_only=True).get('meta', {})
+    meta = load_checkpoint_file(checkpoint, mmap=True).get('meta', {})
     if 'cfg' not in meta:
         return f'external ({osp.basename(checkpoint)})', '?'
     cfg = Config.fromstring(meta['cfg'], file_format='.py')

@@ -8,11 +8,12 @@ Sources are told apart by their keys, never by file names:
   checkpoint's ``teacher`` with ``backbone.``), MAE (``model``; its decoder is ignored),
   MoCo v3 (``state_dict`` with ``module.base_encoder.``; the momentum encoder is ignored).
 """
-import os
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
 import torch
+
+from .checkpoint_file import describe_non_finite, load_checkpoint_file
 
 # timm name -> DenseViT name, for the parts inside a transformer block and at top level.
 _BLOCK_KEYS = (('norm1.', 'ln1.'), ('norm2.', 'ln2.'), ('attn.qkv.', 'attn.qkv.'),
@@ -113,15 +114,21 @@ def load_densevit_state_dict(path: str, prefer_prefix: Optional[str] = None
                              ) -> Tuple[Dict[str, torch.Tensor], dict]:
     """Load ``path`` (``weights_only``) and return the backbone in DenseViT's layout.
 
+    Raises:
+        FileNotFoundError, CheckpointFileError: ``path`` is missing or not a checkpoint.
+        ValueError: no backbone in it, or a backbone tensor holds ``nan`` / ``inf``.
+
     Returns:
         tuple: the state dict and a report ``dict(format, prefix, dropped)``, where
         ``dropped`` lists source keys that are not part of a DenseViT backbone (heads,
         distillation tokens, decoders), so a caller can refuse or report them.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path!r} does not exist')
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = load_checkpoint_file(path)
     fmt, prefix, state = find_backbone(checkpoint, prefer_prefix)
+    bad = describe_non_finite(state)
+    if bad:
+        raise ValueError(f'refusing the backbone in {path}: {bad}. A diverged run wrote it; '
+                         'take an earlier checkpoint of that run.')
     dropped = []
     if fmt == 'timm':
         state, dropped = timm_to_densevit(state)

@@ -1,6 +1,11 @@
-from .transforms import MultiViewWithGeometry, RandomResizedCropWithBox
+from .image_check import IMAGE_EXTENSIONS, unreadable_reason
+from .samplers import ResumableSampler, draw_seeds
 from .synthetic_layouts import BUILTIN_MARKER, write_ade20k_layout, write_coco_layout
 from .synthetic_scenes import SHAPES, render_scene, write_image_folder
+from .transforms import MultiViewWithGeometry, RandomResizedCropWithBox
+from .unlabeled_image_folder import UnlabeledImageFolder, UnreadableImageError
 
-__all__ = ['BUILTIN_MARKER', 'MultiViewWithGeometry', 'RandomResizedCropWithBox', 'SHAPES', 'render_scene', 'write_ade20k_layout', 'write_coco_layout',
-           'write_image_folder']
+__all__ = ['BUILTIN_MARKER', 'IMAGE_EXTENSIONS', 'MultiViewWithGeometry',
+           'RandomResizedCropWithBox', 'ResumableSampler', 'SHAPES', 'UnlabeledImageFolder',
+           'UnreadableImageError', 'draw_seeds', 'render_scene', 'unreadable_reason',
+           'write_ade20k_layout', 'write_coco_layout', 'write_image_folder']

@@ -1,7 +1,10 @@
 # AdamW with linear warm-up and cosine decay, MoCo v3 ViT's recipe (lr 1.5e-4 x batch / 256,
 # wd 0.1), over DenseCL's 200 epochs.
+# GuardedOptimWrapper skips (and logs) a step with nan / inf loss or gradients and stops the
+# run after 20 in a row; DenseViTSelfSup needs it (its queues take only applied steps' keys).
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='GuardedOptimWrapper',
+    max_consecutive_skips=20,
     optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.1),
     paramwise_cfg=dict(
         norm_decay_mult=0.,

@@ -1,8 +1,12 @@
 """A circular queue of negative keys, kept as registered buffers."""
+import logging
+from typing import List, Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.dist import all_gather, get_world_size
+from mmengine.logging import print_log
 
 
 class MemoryQueue(nn.Module):
@@ -14,6 +18,15 @@ class MemoryQueue(nn.Module):
     ``queue_ptr`` and wrap round the end; any batch size works, including one that does
     not divide ``queue_len`` or exceeds it (then only its last ``queue_len`` keys stay,
     exactly as if the keys had been written one by one).
+
+    A key row with any non-finite entry is never written: one such row would otherwise
+    make every later loss ``nan`` until it is overwritten.  Dropped rows are logged (a
+    warning naming the loss) and :meth:`commit` returns their number.
+
+    Writes can be held back: after :meth:`stage`, :meth:`enqueue` only collects keys, and
+    :meth:`commit` writes them (or :meth:`discard` forgets them).  The training step uses
+    this to write a step's keys only once the optimiser has accepted that step
+    (``DenseViTSelfSup.train_step``).
 
     Args:
         queue_len (int): Number of keys held. Defaults to 65536.
@@ -30,19 +43,59 @@ class MemoryQueue(nn.Module):
         # Random unit vectors, as MoCo: the first iterations see uninformative negatives.
         self.register_buffer('queue', F.normalize(torch.randn(queue_len, feat_dim), dim=1))
         self.register_buffer('queue_ptr', torch.zeros(1, dtype=torch.long))
+        self._staged: Optional[List[torch.Tensor]] = None  # None: enqueue() writes at once
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Write ``keys`` ``(n, feat_dim)`` of this rank, after gathering every rank's keys.
+        """Write ``keys`` ``(n, feat_dim)`` of this rank, after gathering every rank's keys;
+        while staging (:meth:`stage`), keep them for :meth:`commit` instead.
 
         All ranks write the same rows in rank order, so their queues stay identical.
         """
         if keys.dim() != 2 or keys.shape[1] != self.feat_dim:
             raise ValueError(f'keys must have shape (n, {self.feat_dim}), got {tuple(keys.shape)}')
-        keys = keys.detach()
+        if self._staged is not None:
+            self._staged.append(keys.detach().clone())
+        else:
+            self._write(keys.detach())
+
+    def stage(self) -> None:
+        """Hold back the writes of :meth:`enqueue` until :meth:`commit` or :meth:`discard`
+        (keys staged earlier and not yet committed stay staged)."""
+        if self._staged is None:
+            self._staged = []
+
+    @torch.no_grad()
+    def commit(self) -> int:
+        """Write the staged keys in the order they came and stop staging.
+
+        Every rank must call it at the same point (it gathers).  Returns the number of
+        non-finite rows refused in this write.
+        """
+        staged, self._staged = self._staged, None
+        if not staged:
+            return 0
+        return self._write(torch.cat(staged))
+
+    def discard(self) -> int:
+        """Forget the staged keys and stop staging. Returns how many rows were forgotten."""
+        staged, self._staged = self._staged, None
+        return sum(len(keys) for keys in staged or ())
+
+    def _write(self, keys: torch.Tensor) -> int:
         if get_world_size() > 1:
             keys = torch.cat(all_gather(keys.contiguous()), dim=0)  # (world * n, D)
+        # After the gather every rank sees the same rows, so all drop the same ones.
+        finite = torch.isfinite(keys).all(dim=1)  # (world * n,)
+        dropped = int(keys.shape[0] - finite.sum())
+        if dropped:
+            keys = keys[finite]
+            print_log(f'{type(self).__name__}: {dropped} of {len(finite)} key rows had non-finite '
+                      'entries and were not written to the queue', logger='current',
+                      level=logging.WARNING)
         n = keys.shape[0]
+        if n == 0:
+            return dropped
         ptr = int(self.queue_ptr)
         if n >= self.queue_len:
             # Only the last queue_len keys survive; they start where key n - queue_len went.
@@ -51,6 +104,7 @@ class MemoryQueue(nn.Module):
         rows = (ptr + torch.arange(keys.shape[0], device=keys.device)) % self.queue_len  # (n,)
         self.queue[rows] = keys.to(self.queue.dtype)
         self.queue_ptr[0] = (ptr + keys.shape[0]) % self.queue_len
+        return dropped
 
     def extra_repr(self) -> str:
         return f'queue_len={self.queue_len}, feat_dim={self.feat_dim}'

@@ -1,15 +1,17 @@
 """The DenseViT pretraining algorithm: DenseCL on a Vision Transformer."""
-from typing import Dict, List, Optional
+import math
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
 from mmengine.model import ExponentialMovingAverage
+from mmengine.optim import OptimWrapper
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from densevit_mm.evaluation import correspondence_accuracy
-from ..losses import DenseContrastiveLoss
+from ..losses import DenseContrastiveLoss, MemoryQueue
 
 
 @MODELS.register_module()
@@ -60,6 +62,36 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             raise ValueError('a head without a dense term (loss_dense=None) is the global-only '
                              f'baseline: set loss_lambda=0, got {loss_lambda}')
         self.loss_lambda = loss_lambda
+
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """One training step whose keys reach the queues only if the step is applied.
+
+        The losses write their keys in the forward pass, before anyone knows whether the
+        loss and gradients are finite.  Here the writes are staged, and committed after
+        :class:`GuardedOptimWrapper` has applied the update -- or dropped with the step it
+        skipped (a non-finite loss or gradient, a float16 overflow).  A skipped step's
+        non-finite values are left out of the logged values.
+        """
+        if not hasattr(optim_wrapper, 'step_applied'):
+            raise TypeError(f'DenseViTSelfSup trains with GuardedOptimWrapper or '
+                            f'GuardedAmpOptimWrapper, got {type(optim_wrapper).__name__}: without '
+                            'it, a step with non-finite values or a float16 overflow would write '
+                            'its keys into the queues. tools/train.py --amp picks the right one.')
+        queues = [m for m in self.modules() if isinstance(m, MemoryQueue)]
+        for queue in queues:
+            queue.stage()
+        log_vars = super().train_step(data, optim_wrapper)
+        if optim_wrapper.step_applied is None:  # accumulating gradients: keys stay staged
+            return log_vars
+        if optim_wrapper.step_applied:
+            dropped = sum(queue.commit() for queue in queues)
+            if dropped:
+                log_vars['dropped_keys'] = float(dropped)
+            return log_vars
+        for queue in queues:
+            queue.discard()
+        return {k: v for k, v in log_vars.items() if math.isfinite(float(v))}
 
     def loss(self, inputs: List[torch.Tensor], data_samples: List[DataSample],
              **kwargs) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,189 @@
+"""Checkpoints that survive kills, divergence and preemption."""
+import glob
+import os
+import os.path as osp
+import signal
+import threading
+
+import torch
+from mmengine.dist import all_reduce, get_world_size, is_main_process
+from mmengine.fileio import LocalBackend
+from mmengine.hooks import CheckpointHook
+from mmengine.model import is_model_wrapper
+from mmengine.runner import EpochBasedTrainLoop
+from mmpretrain.registry import HOOKS
+
+from densevit_mm.checkpoint.checkpoint_file import (atomic_move, atomic_write_text,
+                                                   describe_non_finite)
+from densevit_mm.datasets.samplers import ResumableSampler
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what the shell reports for a process it ended
+
+
+class TrainingPreempted(Exception):
+    """Training stopped on SIGTERM after saving a checkpoint; resume with ``--resume``."""
+
+
+def _iters_per_epoch(loop: EpochBasedTrainLoop) -> int:
+    # not len(loop.dataloader): that is shorter in an epoch a resumed run entered part-way
+    return loop.max_iters // loop.max_epochs
+
+
+@HOOKS.register_module()
+class CrashSafeCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` (same arguments) for runs that last days.
+
+    - Every checkpoint is written under a temporary name in the same folder, flushed to disk
+      and renamed into place; ``last_checkpoint`` too.  A kill mid-save leaves the previous
+      files as they were.
+    - The checkpoints that ``max_keep_ckpts`` retires are deleted only after the new one is
+      complete (mmengine deletes first).
+    - A model whose weights or buffers hold ``nan`` / ``inf`` is never saved: the hook stops
+      training naming the tensors and the last good checkpoint, so rotation cannot replace
+      good checkpoints by bad ones.
+    - ``save_on_sigterm``: on SIGTERM (Slurm's preemption and time-limit signal) training
+      saves ``preempted_iter_<N>.pth`` at the next iteration boundary and stops with
+      :class:`TrainingPreempted` (``tools/train.py`` exits with status 143).  The next
+      regular checkpoint deletes it.
+    - A run resumed from a mid-epoch checkpoint leaves out the part of that epoch already
+      trained on (with ``ResumableSampler``), so it sees the images and augmentations an
+      uninterrupted run would have seen.
+
+    ``save_best`` checkpoints are written as mmengine writes them.
+
+    Args:
+        save_on_sigterm (bool): Save and stop on SIGTERM. Defaults to True.
+        **kwargs: Arguments of mmengine's ``CheckpointHook``.
+    """
+
+    def __init__(self, *args, save_on_sigterm: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_on_sigterm = save_on_sigterm
+        self._sigterm = False
+        self._previous_handler = None
+
+    # ----- start of training ---------------------------------------------------------------
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if not isinstance(self.file_backend, LocalBackend):
+            raise TypeError(f'CrashSafeCheckpointHook writes to file systems (local or shared); '
+                            f'{self.out_dir} needs {type(self.file_backend).__name__}: use '
+                            "mmengine's CheckpointHook there")
+        if is_main_process():  # what a kill mid-save left behind
+            for partial in glob.glob(osp.join(self.out_dir, '.*.partial')):
+                os.remove(partial)
+        if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
+            # DataLoader workers forked later inherit this handler, so SIGTERM sent to the
+            # whole job does not kill them before the main process has saved.
+            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._continue_mid_epoch(runner)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._sigterm = True
+
+    def _restore_signal_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+
+    def after_train(self, runner) -> None:
+        super().after_train(runner)
+        self._restore_signal_handler()
+
+    def _continue_mid_epoch(self, runner) -> None:
+        loop = runner.train_loop
+        if not isinstance(loop, EpochBasedTrainLoop):
+            return  # mmengine's iteration loop replays its data iterator on resume
+        per_epoch = _iters_per_epoch(loop)
+        done = runner.iter - runner.epoch * per_epoch
+        if done <= 0:
+            return
+        sampler = loop.dataloader.sampler
+        if isinstance(sampler, ResumableSampler):
+            sampler.skip(runner.epoch, done * loop.dataloader.batch_size)
+            runner.logger.info(f'resuming inside epoch {runner.epoch + 1}: its first {done} of '
+                               f'{per_epoch} iterations were done before the interruption')
+        else:
+            runner.logger.warning(
+                f'resuming inside epoch {runner.epoch + 1} (after {done} of its {per_epoch} '
+                f'iterations) with {type(sampler).__name__}, which restarts the epoch: those '
+                f'{done} iterations are trained again. ResumableSampler would skip them.')
+
+    # ----- writing -------------------------------------------------------------------------
+
+    def _check_finite(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        bad = describe_non_finite(model.state_dict())
+        if bad:
+            raise FloatingPointError(
+                f'not saving a checkpoint after iteration {runner.iter + 1}: {bad} among the '
+                'weights and buffers. The last good checkpoint is '
+                f'{self.last_ckpt or "(none written by this run)"}; resume from it after fixing '
+                'the cause (lower learning rate, --amp-dtype bfloat16, the data).')
+
+    def _write(self, runner, filename: str, meta: dict, **save_args) -> str:
+        """Save the runner's state as ``out_dir/filename`` through a temporary file and point
+        ``last_checkpoint`` at it. Returns the path."""
+        self._check_finite(runner)
+        path = self.file_backend.join_path(self.out_dir, filename)
+        previous = self.last_ckpt
+        # the checkpoint stores the message hub, which must already name it
+        runner.message_hub.update_info('last_ckpt', path)
+        partial = f'.{filename}.partial'
+        try:
+            runner.save_checkpoint(self.out_dir, partial, self.file_client_args, meta=meta,
+                                   backend_args=self.backend_args, **save_args)
+        except BaseException:
+            runner.message_hub.update_info('last_ckpt', previous)
+            raise
+        if is_main_process():
+            atomic_move(osp.join(self.out_dir, partial), path)
+            atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
+        self.last_ckpt = path
+        return path
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        retired = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            while len(self.keep_ckpt_ids) >= self.max_keep_ckpts:
+                retired.append(self.keep_ckpt_ids.popleft())
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+        self._write(runner, self.filename_tmpl.format(step), meta,
+                    save_optimizer=self.save_optimizer,
+                    save_param_scheduler=self.save_param_scheduler, by_epoch=self.by_epoch,
+                    **self.args)
+        if not is_main_process():
+            return
+        # only now that the new checkpoint is complete
+        old = [self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(s))
+               for s in retired]
+        old += glob.glob(osp.join(self.out_dir, 'preempted_iter_*.pth'))
+        for path in old:
+            if osp.isfile(path) and path != self.last_ckpt:
+                os.remove(path)
+
+    # ----- preemption ----------------------------------------------------------------------
+
+    def _sigterm_on_any_rank(self) -> bool:
+        if get_world_size() == 1:
+            return self._sigterm
+        flag = torch.tensor([float(self._sigterm)])
+        all_reduce(flag, op='max')  # every rank must stop at the same iteration
+        return bool(flag.item())
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+        if not (self.save_on_sigterm and self._sigterm_on_any_rank()):
+            return
+        done = runner.iter + 1
+        epoch = runner.epoch
+        loop = runner.train_loop
+        if isinstance(loop, EpochBasedTrainLoop) and done == (epoch + 1) * _iters_per_epoch(loop):
+            epoch += 1  # stopped on an epoch's last iteration: resume at the next epoch
+        path = self._write(runner, f'preempted_iter_{done}.pth', dict(epoch=epoch, iter=done),
+                           save_optimizer=True, save_param_scheduler=True, by_epoch=False)
+        self._restore_signal_handler()
+        raise TrainingPreempted(f'SIGTERM: saved {path} after iteration {done} and stopped; '
+                                'continue with --resume')

@@ -1,0 +1,106 @@
+"""Mixed precision for GuardedOptimWrapper: bfloat16 by default, float16 when asked."""
+from contextlib import contextmanager
+from typing import Union
+
+import torch
+import torch.nn as nn
+from mmpretrain.registry import OPTIM_WRAPPERS
+
+from .guarded_optim_wrapper import GuardedOptimWrapper
+
+
+def bf16_supported(device_type: str) -> bool:
+    """Whether autocast to bfloat16 runs natively on this kind of device."""
+    return device_type != 'cuda' or torch.cuda.is_bf16_supported()
+
+
+@OPTIM_WRAPPERS.register_module()
+class GuardedAmpOptimWrapper(GuardedOptimWrapper):
+    """Autocast training with the non-finite guard of :class:`GuardedOptimWrapper`.
+
+    mmengine's ``AmpOptimWrapper`` autocasts to float16 unless told otherwise, and under
+    float16 the dense queues, written in the forward pass, took the keys of steps that
+    the gradient scaler then threw away.  Here:
+
+    - ``dtype='bfloat16'`` (default) has float32's exponent range: no loss scaling, no
+      overflow steps.  Refused on a GPU without bfloat16, with the way out in the message.
+    - ``dtype='float16'`` scales the loss (``torch.amp.GradScaler``).  An overflowing step is
+      skipped like any non-finite step (so the model writes no queue rows for it) and the
+      scale halves once; it grows back after ``growth_interval`` good steps.
+
+    Args:
+        optimizer (Optimizer): The optimizer.
+        dtype (str): 'bfloat16' or 'float16'. Defaults to 'bfloat16'.
+        loss_scale (str | float | dict): float16 only: 'dynamic', a fixed scale, or
+            ``GradScaler`` arguments. Defaults to 'dynamic'.
+        **kwargs: Arguments of :class:`GuardedOptimWrapper`.
+    """
+
+    def __init__(self, optimizer, dtype: str = 'bfloat16',
+                 loss_scale: Union[str, float, dict] = 'dynamic', **kwargs) -> None:
+        super().__init__(optimizer, **kwargs)
+        if dtype not in ('bfloat16', 'float16'):
+            raise ValueError(f"dtype must be 'bfloat16' or 'float16', got {dtype!r}")
+        params = [p for group in optimizer.param_groups for p in group['params']]
+        self.device_type = params[0].device.type if params else 'cpu'
+        if dtype == 'bfloat16' and not bf16_supported(self.device_type):
+            raise ValueError(f'{torch.cuda.get_device_name()} has no bfloat16 support: train '
+                             'with --amp-dtype float16 (loss scaling) or without --amp')
+        self.cast_dtype = getattr(torch, dtype)
+        self._fixed_scale = None
+        if dtype == 'bfloat16':
+            self.loss_scaler = None
+        elif loss_scale == 'dynamic':
+            self.loss_scaler = torch.amp.GradScaler(self.device_type)
+        elif isinstance(loss_scale, (int, float)):
+            self._fixed_scale = float(loss_scale)
+            self.loss_scaler = torch.amp.GradScaler(self.device_type, init_scale=loss_scale)
+        elif isinstance(loss_scale, dict):
+            self.loss_scaler = torch.amp.GradScaler(self.device_type, **loss_scale)
+        else:
+            raise TypeError(f"loss_scale must be 'dynamic', a number or a dict, got {loss_scale!r}")
+
+    @contextmanager
+    def optim_context(self, model: nn.Module):
+        with super().optim_context(model), torch.autocast(self.device_type, self.cast_dtype):
+            yield
+
+    def backward(self, loss: torch.Tensor, **kwargs) -> None:
+        if self.loss_scaler is None:
+            loss.backward(**kwargs)
+        else:
+            self.loss_scaler.scale(loss).backward(**kwargs)
+        self._inner_count += 1
+
+    def _grad_norm(self) -> torch.Tensor:
+        if self.loss_scaler is not None:
+            self.loss_scaler.unscale_(self.optimizer)  # true gradients, for the check and clipping
+        return super()._grad_norm()
+
+    def step(self, **kwargs) -> None:
+        if self.clip_grad_kwargs:
+            self._clip_grad()
+        if self.loss_scaler is None:
+            self.optimizer.step(**kwargs)
+        else:
+            self.loss_scaler.step(self.optimizer, **kwargs)
+            self.loss_scaler.update(self._fixed_scale)
+
+    def _skip(self, loss: float, grad_norm: float, detail: str = '') -> None:
+        if self.loss_scaler is not None:
+            before = self.loss_scaler.get_scale()
+            self.loss_scaler.update(self._fixed_scale)  # halves the scale after an overflow
+            detail = f'; float16 loss scale {before:g} -> {self.loss_scaler.get_scale():g}'
+        super()._skip(loss, grad_norm, detail)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.loss_scaler is not None:
+            state['loss_scaler'] = self.loss_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        scaler_state = state_dict.pop('loss_scaler', None)
+        if scaler_state is not None and self.loss_scaler is not None:
+            self.loss_scaler.load_state_dict(scaler_state)
+        super().load_state_dict(state_dict)
