@@ -54,3 +54,51 @@ def _mmpretrain_scope():
     # A test that builds mmseg / mmdet things leaves their registry scope behind otherwise.
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
+
+
+@pytest.fixture
+def mm_log():
+    """Messages that mmengine's current logger (``print_log(..., logger='current')``) emits
+    during the test, as ``(level name, text)`` pairs."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append((record.levelname, record.getMessage()))
+
+    logger = MMLogger.get_current_instance()
+    handler = Collect(level=logging.DEBUG)
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def folder_with_bad_images(tmp_path):
+    """16 good 64 px scenes (15 PNG, 1 WebP) in class sub-folders, three unreadable ``.jpg``
+    files (truncated JPEG, zero bytes, text) and a ``.txt`` file.  Returns
+    ``(root, good paths, {bad path: kind})``."""
+    import io
+
+    from PIL import Image
+
+    from densevit_mm.datasets import write_image_folder
+    root = tmp_path / 'images'
+    write_image_folder(str(root / 'class_a'), num_images=15, size=64, seed=0)
+    webp = root / 'class_b' / 'scene.webp'
+    webp.parent.mkdir()
+    Image.open(root / 'class_a' / '000000.png').save(webp, 'WEBP')
+    jpeg = io.BytesIO()
+    Image.open(root / 'class_a' / '000001.png').convert('RGB').save(jpeg, 'JPEG')
+    bad = {root / 'class_b' / 'truncated.jpg': 'truncated',
+           root / 'class_b' / 'zero.jpg': 'empty', root / 'class_b' / 'text.jpg': 'text'}
+    for path, kind in bad.items():
+        path.write_bytes({'truncated': jpeg.getvalue()[:len(jpeg.getvalue()) // 2],
+                          'empty': b'', 'text': b'not an image\n'}[kind])
+    (root / 'README.txt').write_text('images for a test\n')
+    good = sorted(str(p) for p in root.rglob('*') if p.suffix in ('.png', '.webp'))
+    return str(root), good, {str(p): kind for p, kind in bad.items()}

@@ -110,13 +110,14 @@ def load_checkpoint_file(path: str, mmap: bool = False) -> dict:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         what = describe_file(path)
+        detail = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:120]}"
         hint = ('it holds Python objects other than tensors and plain containers, which '
                 'safe loading refuses; re-save its state_dict, or convert it with '
                 'tools/convert_checkpoint.py'
                 if what.startswith('a zip archive of') or what.startswith('a pickle file')
                 else 'give the path of a .pth checkpoint')
         raise CheckpointFileError(f'{path} is not a readable PyTorch checkpoint: it is '
-                                  f'{what} ({type(err).__name__}: {str(err)[:200]}); {hint}'
+                                  f'{what} ({detail}); {hint}'
                                   ) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointFileError(f'{path} holds a {type(checkpoint).__name__}, not a '

@@ -58,12 +58,12 @@ def check_resumable(path: str) -> None:
                                   'with load_from to fine-tune instead')
 
 
-def find_resume_checkpoint(work_dir: str) -> Tuple[Optional[str], List[Tuple[str, str]]]:
+def find_resume_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
     """The newest checkpoint of ``work_dir`` that can be resumed from.
 
     Returns:
-        tuple: its path (None if there is none) and ``(path, why)`` for every newer file
-        that was skipped because it could not be read or resumed from.
+        tuple: its path (None if there is none) and, for every newer file that was skipped
+        because it could not be read or resumed from, why (a message naming the file).
     """
     candidates = [_pointer_target(work_dir)] + resumable_checkpoints(work_dir)
     tried, skipped = set(), []
@@ -74,7 +74,7 @@ def find_resume_checkpoint(work_dir: str) -> Tuple[Optional[str], List[Tuple[str
         try:
             check_resumable(path)
         except (CheckpointFileError, FileNotFoundError) as err:
-            skipped.append((path, str(err)))
+            skipped.append(str(err))
         else:
             return path, skipped
     return None, skipped
@@ -108,16 +108,16 @@ def plan_resume(work_dir: str, resume: Optional[str]) -> ResumePlan:
         return ResumePlan(resume, [(logging.INFO, f'resuming from {resume}')])
 
     path, skipped = find_resume_checkpoint(work_dir)
-    notes = [(logging.WARNING, f'--resume: skipping {p}: {why}') for p, why in skipped]
+    notes = [(logging.WARNING, f'--resume: skipping {why}') for why in skipped]
     if path is not None:
         notes.append((logging.INFO, f'--resume: resuming from {path}, the newest readable '
                                     f'checkpoint in {work_dir}'))
         return ResumePlan(path, notes)
     if skipped:
-        listing = '; '.join(f'{p}: {why}' for p, why in skipped)
         raise CheckpointFileError(
-            f'--resume: {work_dir} holds checkpoints but none can be resumed from ({listing}). '
-            'Not starting from scratch over them: move them away to start afresh, or pass '
+            f'--resume: {work_dir} holds checkpoints but none can be resumed from: '
+            + ' '.join(skipped) + ' '
+            '-- Not starting from scratch over them: move them away to start afresh, or pass '
             '--resume PATH to pick one.')
     notes.append((logging.INFO, f'--resume: no checkpoint in {work_dir} yet: starting from '
                                 'scratch'))

@@ -133,3 +133,61 @@ def test_global_only_baseline_has_no_dense_branch():
     cfg.model.loss_lambda = 0.5
     with pytest.raises(ValueError, match='set loss_lambda=0'):
         MODELS.build(cfg.model)
+
+
+def queue_state(model):
+    return {name: (loss.queue.clone(), int(loss.queue_ptr))
+            for name, loss in (('global', model.head.loss_global), ('dense', model.head.loss_dense))}
+
+
+def train_step(model, optim, seed, poison_key=False):
+    data = dict(inputs=[(v * 50 + 128).clamp(0, 255) for v in two_views(B=4, seed=seed)],
+                data_samples=None)
+    forward = model.head.loss_global.forward
+    if poison_key:  # an inf in one global key, as the injected run
+        def poisoned(q, k):
+            k = k.clone()
+            k[1, 0] = float('inf')
+            return forward(q, k)
+        model.head.loss_global.forward = poisoned
+    try:
+        return model.train_step(data, optim)
+    finally:
+        model.head.loss_global.forward = forward
+
+
+@pytest.mark.parametrize('amp', [None, 'float16'])
+def test_a_skipped_step_writes_no_key_and_changes_no_weight(model, amp):
+    from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper
+    params = [p for n, p in model.named_parameters() if not n.startswith('target_encoder')]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    optim = (GuardedOptimWrapper(optimizer) if amp is None else
+             GuardedAmpOptimWrapper(optimizer, dtype=amp,
+                                    loss_scale=dict(init_scale=256., growth_interval=1000)))
+    train_step(model, optim, seed=0)
+    assert optim.step_applied is True
+    assert {k: ptr for k, (_, ptr) in queue_state(model).items()} == {'global': 4, 'dense': 4}
+    queues = queue_state(model)
+    weights = {n: p.clone() for n, p in model.named_parameters()
+               if not n.startswith('target_encoder')}
+    log_vars = train_step(model, optim, seed=1, poison_key=True)
+    assert optim.step_applied is False
+    assert log_vars == {}  # a step that did not happen logs nothing (no nan either)
+    for name, (queue, ptr) in queue_state(model).items():
+        assert ptr == queues[name][1] and torch.equal(queue, queues[name][0]), name
+    for n, p in model.named_parameters():
+        if not n.startswith('target_encoder'):
+            assert torch.equal(p, weights[n]), n
+    assert all(bool(torch.isfinite(t).all()) for t in model.target_encoder.state_dict().values())
+    if amp == 'float16':
+        assert optim.loss_scaler.get_scale() == 128.
+    train_step(model, optim, seed=2)
+    assert optim.step_applied is True
+    assert {k: ptr for k, (_, ptr) in queue_state(model).items()} == {'global': 8, 'dense': 8}
+
+
+def test_train_step_needs_a_guarded_optimizer_wrapper(model):
+    from mmengine.optim import OptimWrapper
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    with pytest.raises(TypeError, match='trains with GuardedOptimWrapper or GuardedAmpOptim'):
+        train_step(model, optim, seed=0)

@@ -67,3 +67,63 @@ def test_global_loss_equals_moco_formula_and_enqueues_normalised_keys():
     assert abs(float(loss_fn(q, k)) - float(expected)) < 1e-10
     torch.testing.assert_close(loss_fn.queue[:4], kn)
     assert int(loss_fn.queue_ptr) == 4
+
+
+def test_a_non_finite_row_never_enters_and_the_rest_keep_their_order(mm_log):
+    queue = MemoryQueue(queue_len=6, feat_dim=2)
+    initial = queue.queue.clone()
+    batch = keys(10, 4)
+    batch[1, 0] = float('nan')
+    batch[3, 1] = float('inf')
+    queue.enqueue(batch)
+    assert int(queue.queue_ptr) == 2  # two rows written
+    assert torch.equal(queue.queue[:2], torch.stack([batch[0], batch[2]]))
+    assert torch.equal(queue.queue[2:], initial[2:])
+    assert ('WARNING', 'MemoryQueue: 2 of 4 key rows had non-finite entries and were not '
+            'written to the queue') in mm_log
+
+
+def test_a_loss_given_an_infinite_key_keeps_its_queue_finite():
+    # the first row of the table: one inf key used to leave a nan row for good
+    loss_fn = GlobalContrastiveLoss(queue_len=8, feat_dim=4)
+    k = torch.randn(3, 4)
+    k[1, 2] = float('inf')
+    loss = loss_fn(torch.randn(3, 4), k)
+    assert not torch.isfinite(loss)  # this step is bad; the optimizer wrapper skips it
+    assert bool(torch.isfinite(loss_fn.queue).all()) and int(loss_fn.queue_ptr) == 2
+    assert torch.isfinite(loss_fn(torch.randn(3, 4), torch.randn(3, 4)))  # the next one is not
+
+
+def test_staged_keys_wait_for_commit_and_keep_their_order():
+    queue = MemoryQueue(queue_len=5, feat_dim=2)
+    initial = queue.queue.clone()
+    queue.stage()
+    queue.enqueue(keys(10, 2))
+    queue.stage()  # a second micro-batch of the same step (gradient accumulation)
+    queue.enqueue(keys(20, 2))
+    assert torch.equal(queue.queue, initial) and int(queue.queue_ptr) == 0
+    assert queue.commit() == 0
+    assert torch.equal(queue.queue[:4], torch.cat([keys(10, 2), keys(20, 2)]))
+    assert int(queue.queue_ptr) == 4
+    queue.enqueue(keys(30, 1))  # committing ended the staging: written at once
+    assert torch.equal(queue.queue[4], keys(30, 1)[0])
+
+
+def test_discarded_keys_leave_no_trace():
+    queue = MemoryQueue(queue_len=5, feat_dim=2)
+    queue.enqueue(keys(0, 2))
+    before, ptr = queue.queue.clone(), int(queue.queue_ptr)
+    queue.stage()
+    queue.enqueue(keys(10, 3))
+    assert queue.discard() == 3
+    assert torch.equal(queue.queue, before) and int(queue.queue_ptr) == ptr
+    assert queue.commit() == 0 and torch.equal(queue.queue, before)
+
+
+def test_commit_counts_the_rows_it_refused():
+    queue = MemoryQueue(queue_len=5, feat_dim=2)
+    queue.stage()
+    bad = keys(0, 3)
+    bad[0, 0] = float('-inf')
+    queue.enqueue(bad)
+    assert queue.commit() == 1 and int(queue.queue_ptr) == 2

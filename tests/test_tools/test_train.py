@@ -1,6 +1,7 @@
 """Pretraining through tools/train.py and tools/dist_train.sh on generated images (CPU)."""
 import os
 import os.path as osp
+import re
 import socket
 import subprocess
 import sys
@@ -101,3 +102,88 @@ def test_resume_continues_exactly(tmp_path, synthetic_root):
     assert 'target_encoder.steps' in ema and int(ema['target_encoder.steps']) == 6
     for key, value in ema.items():
         torch.testing.assert_close(resumed_ckpt['state_dict'][key], value, rtol=1e-6, atol=1e-7)
+
+
+def test_sigterm_stops_tools_train_with_a_checkpoint_and_resume_finishes(tmp_path,
+                                                                          synthetic_root,
+                                                                          repo_root):
+    """A real SIGTERM from outside (Slurm's preemption signal), a data path with a space
+    given through --cfg-options, and the requeued job's --resume."""
+    import shutil
+    import signal
+
+    data = tmp_path / 'my images'
+    shutil.copytree(synthetic_root, data)
+    work = tmp_path / 'work'
+    command = [sys.executable, osp.join(repo_root, 'tools/train.py'), DEBUG_CONFIG,
+               '--work-dir', str(work), '--resume', '--cfg-options',
+               f'train_dataloader.dataset.data_root={data}/', 'train_dataloader.batch_size=4',
+               'default_hooks.logger.interval=1']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen(command + ['train_cfg.max_iters=1000'], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if 'Iter(train) [   3/1000]' in line:
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, ''.join(lines[-30:])
+    text = ''.join(lines)
+    assert f'no checkpoint in {work} yet: starting from scratch' in text
+    assert f'UnlabeledImageFolder: 32 images in {data}/pretrain' in text
+    saved = [f for f in os.listdir(work) if f.startswith('preempted_iter_')]
+    assert len(saved) == 1 and f'SIGTERM: saved {work / saved[0]}' in text
+    stopped_at = int(saved[0][len('preempted_iter_'):-len('.pth')])
+    assert 3 <= stopped_at < 1000
+
+    result = subprocess.run(command + [f'train_cfg.max_iters={stopped_at + 2}'],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f'--resume: resuming from {work / saved[0]}' in result.stdout
+    assert re.search(rf'Iter\(train\) \[ *{stopped_at + 1}/{stopped_at + 2}\]', result.stdout)
+    assert f'iter_{stopped_at + 2}.pth' in os.listdir(work)
+    assert not any(f.startswith('preempted') for f in os.listdir(work))
+
+
+def load_train_tool(repo_root):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('train_tool', osp.join(repo_root,
+                                                                         'tools/train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('config,amp_dtype,expected', [
+    ('configs/pretrain/densevit_s.py', None, ('GuardedAmpOptimWrapper', 'bfloat16')),
+    ('configs/pretrain/densevit_s.py', 'float16', ('GuardedAmpOptimWrapper', 'float16')),
+    ('configs/segmentation/fpn_densevit-s_4xb4-40k_ade20k-512x512.py', None,
+     ('mmpretrain.GuardedAmpOptimWrapper', 'bfloat16')),
+])
+def test_amp_is_bfloat16_unless_float16_is_asked_for(repo_root, config, amp_dtype, expected):
+    train = load_train_tool(repo_root)
+    argv = [config, '--amp'] + (['--amp-dtype', amp_dtype] if amp_dtype else [])
+    args = train.argparse.Namespace(**vars(_parse(train, argv)))
+    cfg = train.merge_args(Config.fromfile(config), args)
+    assert (cfg.optim_wrapper.type, cfg.optim_wrapper.dtype) == expected
+    assert cfg.optim_wrapper.get('loss_scale') == ('dynamic' if amp_dtype == 'float16' else None)
+
+
+def _parse(train, argv):
+    old = sys.argv
+    sys.argv = ['train.py'] + argv
+    try:
+        return train.parse_args()
+    finally:
+        sys.argv = old
+
+
+def test_a_text_file_given_to_resume_is_named_before_anything_starts(tmp_path, repo_root):
+    notes = tmp_path / 'epoch_200.pth'
+    notes.write_text('<html>404 Not Found</html>\n')
+    result = subprocess.run([sys.executable, osp.join(repo_root, 'tools/train.py'), DEBUG_CONFIG,
+                             '--work-dir', str(tmp_path / 'work'), '--resume', str(notes)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert (f'tools/train.py: {notes} is not a readable PyTorch checkpoint: it is an HTML/XML '
+            'file') in result.stderr

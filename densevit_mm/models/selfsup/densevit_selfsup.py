@@ -1,5 +1,4 @@
 """The DenseViT pretraining algorithm: DenseCL on a Vision Transformer."""
-import math
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -70,8 +69,9 @@ class DenseViTSelfSup(BaseSelfSupervisor):
         The losses write their keys in the forward pass, before anyone knows whether the
         loss and gradients are finite.  Here the writes are staged, and committed after
         :class:`GuardedOptimWrapper` has applied the update -- or dropped with the step it
-        skipped (a non-finite loss or gradient, a float16 overflow).  A skipped step's
-        non-finite values are left out of the logged values.
+        skipped (a non-finite loss or gradient, a float16 overflow).  A skipped step logs
+        no values (the optimizer wrapper's warning names it); an applied one logs
+        ``dropped_keys`` when it refused non-finite key rows.
         """
         if not hasattr(optim_wrapper, 'step_applied'):
             raise TypeError(f'DenseViTSelfSup trains with GuardedOptimWrapper or '
@@ -91,7 +91,7 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             return log_vars
         for queue in queues:
             queue.discard()
-        return {k: v for k, v in log_vars.items() if math.isfinite(float(v))}
+        return {}
 
     def loss(self, inputs: List[torch.Tensor], data_samples: List[DataSample],
              **kwargs) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,136 @@
+"""GuardedOptimWrapper / GuardedAmpOptimWrapper: a non-finite step changes nothing."""
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.logging import MessageHub
+
+from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper
+
+
+def make(wrapper=GuardedOptimWrapper, **kwargs):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    optim = wrapper(torch.optim.AdamW(model.parameters(), lr=0.1), **kwargs)
+    return model, optim
+
+
+def snapshot(model, optim):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {k: {n: t.clone() for n, t in s.items() if torch.is_tensor(t)}
+             for k, s in optim.optimizer.state_dict()['state'].items()})
+
+
+def assert_same(a, b):
+    assert a[0].keys() == b[0].keys() and a[1].keys() == b[1].keys()
+    for k in a[0]:
+        assert torch.equal(a[0][k], b[0][k]), k
+    for k in a[1]:
+        for n in a[1][k]:
+            assert torch.equal(a[1][k][n], b[1][k][n]), (k, n)
+
+
+def step(model, optim, poison=None):
+    with optim.optim_context(model):
+        loss = model(torch.ones(2, 4)).square().mean()
+    if poison == 'loss':
+        loss = loss * float('nan')
+    elif poison == 'grad':  # a finite loss whose gradient overflows
+        model.weight.register_hook(lambda g: torch.full_like(g, float('inf')))
+    optim.update_params(loss)
+    if poison == 'grad':
+        model.weight._backward_hooks.clear()
+
+
+@pytest.mark.parametrize('poison', ['loss', 'grad'])
+def test_a_non_finite_step_changes_no_weight_and_no_optimizer_state(poison, mm_log):
+    model, optim = make()
+    step(model, optim)  # a good step creates the AdamW moments
+    assert optim.step_applied is True
+    before = snapshot(model, optim)
+    step(model, optim, poison)
+    assert optim.step_applied is False
+    assert_same(before, snapshot(model, optim))
+    assert all(p.grad is None or not p.grad.abs().sum() for p in model.parameters())
+    warning = [m for level, m in mm_log if level == 'WARNING']
+    assert len(warning) == 1 and warning[0].startswith('iteration 2: non-finite loss or gradients')
+    assert '1 in a row, training stops at 20' in warning[0]
+    step(model, optim)  # and the run goes on
+    assert optim.step_applied is True and optim.consecutive_skips == 0
+    assert not torch.equal(before[0]['weight'], model.weight)
+
+
+def test_training_stops_after_max_consecutive_skips_naming_iterations_and_checkpoint():
+    model, optim = make(max_consecutive_skips=3)
+    MessageHub.get_current_instance().update_info('last_ckpt', 'work_dirs/x/epoch_4.pth')
+    step(model, optim)
+    step(model, optim, 'loss')
+    step(model, optim)  # a good step in between resets the count
+    step(model, optim, 'loss')
+    step(model, optim, 'loss')
+    with pytest.raises(FloatingPointError,
+                       match=r'iterations 4-6: 3 training steps in a row .* last good '
+                             r'checkpoint is work_dirs/x/epoch_4.pth'):
+        step(model, optim, 'grad')
+
+
+def test_accumulating_steps_report_none_and_a_bad_micro_batch_spoils_the_update():
+    model, optim = make(accumulative_counts=2)
+    before = snapshot(model, optim)
+    step(model, optim, 'loss')
+    assert optim.step_applied is None  # still accumulating
+    step(model, optim)
+    assert optim.step_applied is False
+    assert_same(before, snapshot(model, optim))
+
+
+def test_the_gradient_norm_is_logged():
+    model, optim = make()
+    with optim.optim_context(model):
+        loss = model(torch.ones(2, 4)).square().mean()
+    loss.backward(retain_graph=True)
+    expected = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+    optim.zero_grad()
+    optim.update_params(loss)
+    logged = MessageHub.get_current_instance().get_scalar('train/grad_norm').current()
+    assert logged == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_bfloat16_amp_autocasts_without_loss_scaling():
+    model, optim = make(GuardedAmpOptimWrapper)
+    assert optim.loss_scaler is None and optim.cast_dtype == torch.bfloat16
+    with optim.optim_context(model):
+        assert model(torch.ones(2, 4)).dtype == torch.bfloat16
+    step(model, optim)
+    assert optim.step_applied is True and 'loss_scaler' not in optim.state_dict()
+
+
+def test_float16_overflow_is_skipped_and_the_scale_recovers(mm_log):
+    """The float16 path, simulated on CPU with torch's CPU GradScaler: one overflowing step
+    halves the scale once and changes nothing; good steps grow it back."""
+    model, optim = make(GuardedAmpOptimWrapper, dtype='float16',
+                        loss_scale=dict(init_scale=1024., growth_interval=2))
+    step(model, optim)
+    assert optim.step_applied is True and optim.loss_scaler.get_scale() == 1024.
+    before = snapshot(model, optim)
+    step(model, optim, 'grad')
+    assert optim.step_applied is False
+    assert_same(before, snapshot(model, optim))
+    assert optim.loss_scaler.get_scale() == 512.
+    assert any('float16 loss scale 1024 -> 512' in m for _, m in mm_log)
+    step(model, optim)
+    step(model, optim)
+    assert optim.consecutive_skips == 0 and optim.loss_scaler.get_scale() == 1024.
+    state = optim.state_dict()
+    assert state['loss_scaler']['scale'] == 1024.
+    other = make(GuardedAmpOptimWrapper, dtype='float16')[1]
+    other.load_state_dict(state)
+    assert other.loss_scaler.get_scale() == 1024.
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="dtype must be 'bfloat16' or 'float16'"):
+        make(GuardedAmpOptimWrapper, dtype='float32')
+    with pytest.raises(ValueError, match='max_consecutive_skips must be >= 1'):
+        make(max_consecutive_skips=0)
+    with pytest.raises(TypeError, match="loss_scale must be 'dynamic'"):
+        make(GuardedAmpOptimWrapper, dtype='float16', loss_scale='auto')

@@ -1,0 +1,205 @@
+"""Whole training runs on the debug config (CPU) meeting the faults of a run of days:
+a non-finite key, a diverging model, a kill during a save, SIGTERM, bad images, a batch
+larger than the data set."""
+import itertools
+import os
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+import tests.fixtures.fault_hook  # noqa: F401  (registers FaultHook)
+import tests.fixtures.recording_hook  # noqa: F401  (registers RecordingHook)
+from densevit_mm.checkpoint import load_checkpoint_file, non_finite_tensors, plan_resume
+from densevit_mm.engine import TrainingPreempted, check_train_dataloader
+from tests.fixtures.fault_hook import FaultHook
+
+DEBUG_CONFIG = 'configs/pretrain/densevit_debug.py'
+RUN_IDS = itertools.count()
+
+
+def make_runner(work_dir, data_root, hooks=(), iters=6, epochs=None, interval=2, keep=2,
+                batch_size=4, resume=None, data_prefix='pretrain', **overrides):
+    cfg = Config.fromfile(DEBUG_CONFIG)
+    cfg.work_dir = str(work_dir)
+    # logger and visualizer are process-wide instances found by name: one per run
+    cfg.experiment_name = f'run_{next(RUN_IDS)}'
+    cfg.visualizer.name = f'visualizer_{cfg.experiment_name}'
+    cfg.train_dataloader.batch_size = batch_size
+    cfg.train_dataloader.dataset.data_root = data_root
+    cfg.train_dataloader.dataset.data_prefix = data_prefix
+    cfg.custom_hooks = [dict(type='LambdaWarmupHook', start_iters=2),
+                        dict(type='RecordingHook'), *hooks]
+    by_epoch = epochs is not None
+    cfg.train_cfg = (dict(type='EpochBasedTrainLoop', max_epochs=epochs) if by_epoch else
+                     dict(type='IterBasedTrainLoop', max_iters=iters))
+    cfg.log_processor = dict(by_epoch=by_epoch)
+    cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+                                end=4)]
+    cfg.default_hooks.checkpoint = dict(type='CrashSafeCheckpointHook', by_epoch=by_epoch,
+                                        interval=interval, max_keep_ckpts=keep)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.merge_from_dict(overrides)
+    plan = plan_resume(cfg.work_dir, resume)
+    cfg.resume, cfg.load_from = plan.checkpoint is not None, plan.checkpoint
+    return Runner.from_cfg(cfg)
+
+
+def record(work_dir):
+    return torch.load(osp.join(work_dir, 'record_rank0.pt'), weights_only=True)
+
+
+def log_text(work_dir):
+    logs = [osp.join(root, f) for root, _, files in os.walk(work_dir) for f in files
+            if f.endswith('.log')]
+    return ''.join(open(p).read() for p in sorted(logs))
+
+
+def test_an_infinite_key_costs_one_step_and_nothing_else(tmp_path, synthetic_root):
+    """The issue's run: inf in one global key at iteration 3 used to log nan to the end."""
+    work = tmp_path / 'work'
+    FaultHook.snapshots.clear()
+    make_runner(work, synthetic_root, [dict(type='FaultHook', fault='inf_key', iters=[3])],
+                iters=8).train()
+    losses = record(work)['losses']
+    assert losses[3] == {}  # the skipped step logs no nan
+    assert all(torch.isfinite(torch.tensor(losses[i]['loss'])) for i in range(8) if i != 3)
+    snap = FaultHook.snapshots[3]
+    assert all(torch.equal(snap['before'][n], snap['after'][n]) for n in snap['before'])
+    for it in (6, 8):
+        state = load_checkpoint_file(str(work / f'iter_{it}.pth'))
+        assert non_finite_tensors(state['state_dict']) == []
+        assert all(torch.isfinite(s).all() for group in state['optimizer']['state'].values()
+                   for s in group.values() if torch.is_tensor(s))
+    text = log_text(work)
+    assert 'iteration 4: non-finite loss or gradients' in text  # 1-based, as the log lines
+    assert 'step skipped, weights and optimizer state unchanged (1 in a row' in text
+
+
+def test_a_diverged_run_stops_naming_the_last_good_checkpoint(tmp_path, synthetic_root):
+    work = tmp_path / 'work'
+    runner = make_runner(work, synthetic_root,
+                         [dict(type='FaultHook', fault='inf_key', iters=range(4, 20))],
+                         iters=20, optim_wrapper=dict(max_consecutive_skips=3))
+    # iterations 5-7 (1-based) are skipped; the checkpoint after 6 holds iteration 4's weights
+    with pytest.raises(FloatingPointError, match=r'iterations 5-7: 3 training steps in a row .*'
+                                                 r'last good checkpoint is .*iter_6.pth'):
+        runner.train()
+    assert sorted(f for f in os.listdir(work) if f.endswith('.pth')) == ['iter_4.pth',
+                                                                         'iter_6.pth']
+
+
+def test_no_checkpoint_is_written_with_nan_weights(tmp_path, synthetic_root):
+    work = tmp_path / 'work'
+    runner = make_runner(work, synthetic_root,
+                         [dict(type='FaultHook', fault='nan_weight', iters=[4])], iters=8, keep=1)
+    # poisoned behind the optimizer's back, the weight reaches the key encoder too
+    with pytest.raises(FloatingPointError, match=r'not saving a checkpoint after iteration 6: '
+                                                 r'2 tensor\(s\) hold nan or inf \(backbone.layers.0'
+                                                 r'.attn.qkv.weight, target_encoder.module.0.layers.0'
+                                                 r'.attn.qkv.weight\) .*last good checkpoint is '
+                                                 r'.*iter_4.pth'):
+        runner.train()
+    # rotation (max_keep_ckpts=1) kept the good one; the pointer still names it
+    assert [f for f in os.listdir(work) if 'pth' in f] == ['iter_4.pth']
+    assert open(work / 'last_checkpoint').read().endswith('iter_4.pth')
+    assert non_finite_tensors(load_checkpoint_file(str(work / 'iter_4.pth'))['state_dict']) == []
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint(tmp_path, synthetic_root,
+                                                             monkeypatch):
+    from mmengine.fileio import LocalBackend
+    work = tmp_path / 'work'
+    put = LocalBackend.put
+
+    def killed_halfway(self, obj, filepath):
+        if filepath.endswith('iter_4.pth.partial'):
+            put(self, obj[:len(obj) // 2], filepath)
+            raise KeyboardInterrupt('killed while saving')
+        put(self, obj, filepath)
+
+    monkeypatch.setattr(LocalBackend, 'put', killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        make_runner(work, synthetic_root, iters=6, keep=1).train()
+    pths = sorted(f for f in os.listdir(work) if f.endswith('.pth'))
+    assert pths == ['iter_2.pth']  # mmengine would have deleted it before writing iter_4
+    assert open(work / 'last_checkpoint').read().endswith('iter_2.pth')
+    load_checkpoint_file(str(work / 'iter_2.pth'))
+    monkeypatch.setattr(LocalBackend, 'put', put)
+    # the requeued job resumes from it, and its start removes the torn file
+    make_runner(work, synthetic_root, iters=6, keep=1, resume='auto').train()
+    assert sorted(f for f in os.listdir(work) if 'pth' in f) == ['iter_6.pth']
+    assert sorted(record(work)['losses']) == [2, 3, 4, 5]
+
+
+def test_rotation_keeps_the_newest_complete_checkpoints(tmp_path, synthetic_root):
+    work = tmp_path / 'work'
+    make_runner(work, synthetic_root, iters=8, keep=2).train()
+    assert sorted(f for f in os.listdir(work) if 'pth' in f) == ['iter_6.pth', 'iter_8.pth']
+    assert open(work / 'last_checkpoint').read() == str(work / 'iter_8.pth')
+
+
+def test_sigterm_saves_mid_epoch_and_the_resumed_run_continues_exactly(tmp_path, synthetic_root):
+    """Random augmentations, an epoch-based loop, SIGTERM in the middle of epoch 2: the
+    resumed run sees the same images and views and reaches the same state."""
+    kwargs = dict(epochs=2, interval=1, keep=3)  # 32 images / batch 4: 8 iterations per epoch
+    straight = tmp_path / 'straight'
+    make_runner(straight, synthetic_root, **kwargs).train()
+
+    stopped = tmp_path / 'stopped'
+    with pytest.raises(TrainingPreempted, match='saved .*preempted_iter_11.pth after iteration '
+                                                '11'):
+        make_runner(stopped, synthetic_root, [dict(type='FaultHook', fault='sigterm', iters=[10])],
+                    **kwargs).train()
+    assert open(stopped / 'last_checkpoint').read().endswith('preempted_iter_11.pth')
+    meta = load_checkpoint_file(str(stopped / 'preempted_iter_11.pth'))['meta']
+    assert (meta['epoch'], meta['iter']) == (1, 11)
+
+    make_runner(stopped, synthetic_root, resume='auto', **kwargs).train()
+    a, b = record(straight), record(stopped)
+    assert sorted(b['losses']) == list(range(11, 16))
+    for it in range(11, 16):
+        assert b['losses'][it] == pytest.approx(a['losses'][it], rel=1e-5), it
+    for name in a['queues']:
+        torch.testing.assert_close(b['queues'][name]['queue'], a['queues'][name]['queue'],
+                                   rtol=1e-5, atol=1e-6)
+    end_a = load_checkpoint_file(str(straight / 'epoch_2.pth'))['state_dict']
+    end_b = load_checkpoint_file(str(stopped / 'epoch_2.pth'))['state_dict']
+    for key in end_a:
+        torch.testing.assert_close(end_b[key], end_a[key], rtol=1e-5, atol=1e-6)
+    assert not any(f.startswith('preempted') for f in os.listdir(stopped))  # superseded
+    assert 'resuming inside epoch 2: its first 3 of 8 iterations' in log_text(stopped)
+
+
+def test_unreadable_images_are_skipped_logged_once_and_listed(tmp_path, folder_with_bad_images):
+    root, _, bad = folder_with_bad_images
+    work = tmp_path / 'work'
+    # the pretraining configs list UnreadableImageHook and set skip_unreadable=True
+    make_runner(work, root, epochs=2, data_prefix='',
+                default_hooks=dict(unreadable_images=dict(max_share=0.2))).train()
+    text = log_text(work)
+    for path in bad:
+        assert text.count(f'skipped unreadable training image {path}:') == 1
+    listed = (work / 'unreadable_images.txt').read_text().splitlines()
+    assert sorted(line.split('\t')[0] for line in listed) == sorted(bad)
+    assert '3 of 19 training images were unreadable and skipped so far' in text
+
+
+def test_too_many_unreadable_images_stop_the_run_with_the_list(tmp_path, folder_with_bad_images):
+    root, _, bad = folder_with_bad_images
+    runner = make_runner(tmp_path / 'work', root, epochs=1, data_prefix='',
+                         default_hooks=dict(unreadable_images=dict(max_share=0.1)))
+    with pytest.raises(RuntimeError, match=r'3 training images are unreadable, more than '
+                                           r'max_share=0.1 of the 19 images allows \(1\)'):
+        runner.train()
+
+
+def test_a_batch_larger_than_the_data_set_is_refused_with_both_numbers(tmp_path,
+                                                                       synthetic_root):
+    runner = make_runner(tmp_path / 'work', synthetic_root, epochs=1, batch_size=40)
+    with pytest.raises(ValueError, match=r'batch_size=40 per process x 1 process\(es\) = 40 '
+                                         r'images per step, but the training set .* has only '
+                                         r'32 images'):
+        check_train_dataloader(runner)
