@@ -72,8 +72,9 @@ def test_a_transfer_checkpoint_with_nan_weights_is_refused_with_the_tensor_names
     state['backbone.pos_embed'][0, 0, 0] = float('inf')
     path = str(tmp_path / 'diverged.pth')
     torch.save(dict(state_dict=state), path)
-    with pytest.raises(ValueError, match=r'refusing the backbone in .*diverged.pth: 2 tensor\(s\) '
-                                         r'hold nan or inf \(pos_embed, layers.0.attn.qkv.weight\)'):
+    with pytest.raises(ValueError, match=r'refusing the backbone in .*diverged.pth: 2 '
+                                         r'tensor\(s\) hold nan or inf \(pos_embed, '
+                                         r'layers.0.attn.qkv.weight\)'):
         load_densevit_state_dict(path)
 
 

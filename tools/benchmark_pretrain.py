@@ -2,14 +2,16 @@
 
     python tools/benchmark_pretrain.py [--device cpu|cuda] [--loss-shape M K D]
         [--chunk-sizes 1024 4096 16384] [--batch 8] [--img-size 224] [--bf16]
-        [--out benchmark_pretrain.json]
+        [--skip-loss | --skip-step] [--reps 3] [--out benchmark_pretrain.json]
 
 1. Dense InfoNCE, forward + backward, naive (all M x K logits) vs memory-lean (chunked
    log-sum-exp, ``chunked_info_nce``) at each chunk size: time and peak memory, as ratios.
    The real shape is 12544 x 65536 x 128 (64 images x 196 patches, queue 65536).
 2. One DenseViT-S training step (forward, backward, AdamW, EMA, enqueue) vs the global-only
    baseline (lambda 0, no dense branch) and mmpretrain's MoCoV3 on ViT-S when it builds: time,
-   peak memory, images/s, and on CUDA the fraction of the 790 TFLOP/s bf16 limit.
+   peak memory, images/s, and on CUDA the fraction of the 790 TFLOP/s bf16 limit.  The step
+   is also timed as training runs it, ``train_step`` through ``GuardedOptimWrapper`` (the
+   non-finite check with its gradient norm, staged queue writes), to show what that costs.
 
 Every measurement runs in its own process, so peak memory is that variant's own: CUDA's
 ``max_memory_allocated``, or on CPU the rise of the process's peak RSS over its inputs.
@@ -29,6 +31,7 @@ PEAK_TFLOPS = 790.  # dense bf16 limit used for the compute fraction on the devi
 
 STEP_VARIANTS = {
     'densevit-s (lambda 0.5)': dict(dense=True),
+    'densevit-s, train_step + GuardedOptimWrapper': dict(dense=True, guarded=True),
     'global-only (lambda 0)': dict(dense=False),
     'mmpretrain MoCoV3 ViT-S': dict(mocov3=True),
 }
@@ -139,6 +142,14 @@ def _step_worker(name, args, queue):
         loss.backward()
         optimizer.step()
 
+    if STEP_VARIANTS[name].get('guarded'):
+        from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper
+        wrapper = (GuardedAmpOptimWrapper(optimizer) if args.bf16 else
+                   GuardedOptimWrapper(optimizer))
+
+        def step():  # noqa: F811  (the step as the Runner takes it)
+            model.train_step(dict(inputs=views, data_samples=None), wrapper)
+
     base = _reset_peak(dev)
     step()
     step()  # AdamW allocates its state on the first step
@@ -187,6 +198,7 @@ def main() -> None:
     parser.add_argument('--bf16', action='store_true', help='bf16 autocast')
     parser.add_argument('--reps', type=int, default=3)
     parser.add_argument('--skip-step', action='store_true', help='only the loss comparison')
+    parser.add_argument('--skip-loss', action='store_true', help='only the step comparison')
     parser.add_argument('--out', default='benchmark_pretrain.json')
     args = parser.parse_args()
     cuda = args.device == 'cuda'
@@ -196,25 +208,26 @@ def main() -> None:
                   threads=torch.get_num_threads(), bf16=args.bf16, loss_shape=args.loss_shape,
                   loss={}, step={})
 
-    naive = _run(_loss_worker, args, None)
-    if 'error' in naive:
-        raise SystemExit(f'naive loss measurement failed: {naive["error"]}')
-    report['loss']['naive'] = naive
-    print(f'dense InfoNCE fwd+bwd, M x K x D = {" x ".join(map(str, args.loss_shape))}, '
-          f'{report["device"]}{", bf16" if args.bf16 else ""}')
-    print(f'| path | peak memory (MB) | time (s) | memory vs naive | time vs naive |')
-    print('|---|---|---|---|---|')
-    print(f'| naive | {naive["peak_bytes"] / 2**20:.0f} | {naive["seconds"]:.3f} | 1 | 1 |')
-    for chunk in args.chunk_sizes:
-        lean = _run(_loss_worker, args, chunk)
-        if 'error' in lean:
-            print(f'| chunked {chunk} | {lean["error"]} | | | |')
-            continue
-        lean.update(memory_ratio=lean['peak_bytes'] / naive['peak_bytes'],
-                    time_ratio=lean['seconds'] / naive['seconds'])
-        report['loss'][f'chunk_{chunk}'] = lean
-        print(f'| chunked {chunk} | {lean["peak_bytes"] / 2**20:.0f} | {lean["seconds"]:.3f} | '
-              f'{lean["memory_ratio"]:.3f} | {lean["time_ratio"]:.2f} |')
+    if not args.skip_loss:
+        naive = _run(_loss_worker, args, None)
+        if 'error' in naive:
+            raise SystemExit(f'naive loss measurement failed: {naive["error"]}')
+        report['loss']['naive'] = naive
+        print(f'dense InfoNCE fwd+bwd, M x K x D = {" x ".join(map(str, args.loss_shape))}, '
+              f'{report["device"]}{", bf16" if args.bf16 else ""}')
+        print(f'| path | peak memory (MB) | time (s) | memory vs naive | time vs naive |')
+        print('|---|---|---|---|---|')
+        print(f'| naive | {naive["peak_bytes"] / 2**20:.0f} | {naive["seconds"]:.3f} | 1 | 1 |')
+        for chunk in args.chunk_sizes:
+            lean = _run(_loss_worker, args, chunk)
+            if 'error' in lean:
+                print(f'| chunked {chunk} | {lean["error"]} | | | |')
+                continue
+            lean.update(memory_ratio=lean['peak_bytes'] / naive['peak_bytes'],
+                        time_ratio=lean['seconds'] / naive['seconds'])
+            report['loss'][f'chunk_{chunk}'] = lean
+            print(f'| chunked {chunk} | {lean["peak_bytes"] / 2**20:.0f} | {lean["seconds"]:.3f} | '
+                  f'{lean["memory_ratio"]:.3f} | {lean["time_ratio"]:.2f} |')
 
     if not args.skip_step:
         print(f'\ntraining step, ViT-S, {args.batch} images of {args.img_size}px')

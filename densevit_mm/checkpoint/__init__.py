@@ -6,6 +6,7 @@ from .vit_checkpoint import (densevit_to_timm, find_backbone, load_densevit_stat
                              timm_to_densevit)
 
 __all__ = ['CheckpointFileError', 'ResumePlan', 'atomic_move', 'atomic_save',
-           'atomic_write_text', 'densevit_to_timm', 'describe_file', 'describe_non_finite', 'find_backbone',
+           'atomic_write_text', 'densevit_to_timm', 'describe_file', 'describe_non_finite',
+           'find_backbone',
            'find_resume_checkpoint', 'load_checkpoint_file', 'load_densevit_state_dict',
            'non_finite_tensors', 'plan_resume', 'timm_to_densevit']

@@ -26,5 +26,5 @@ def unreadable_reason(path: str, backend: str = 'cv2') -> Optional[str]:
     except Exception as err:  # each decoder raises its own types
         return f'cannot be decoded ({type(err).__name__}: {err})'
     if img is None or img.size == 0:
-        return f'cannot be decoded ({len(data)} bytes that {backend} does not recognise as an image)'
+        return f'cannot be decoded ({len(data)} bytes that {backend} does not take for an image)'
     return None

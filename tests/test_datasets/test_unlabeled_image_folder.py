@@ -92,7 +92,8 @@ def test_a_draw_seed_fixes_the_augmentation_and_leaves_global_state_alone(
     state = np.random.get_state()[1].copy()
     a, b, c = dataset[(2, 11)], dataset[(2, 11)], dataset[(2, 12)]
     assert np.array_equal(np.random.get_state()[1], state)
-    assert torch.equal(a['inputs'][0], b['inputs'][0]) and torch.equal(a['inputs'][1], b['inputs'][1])
+    for view in (0, 1):
+        assert torch.equal(a['inputs'][view], b['inputs'][view])
     assert not torch.equal(a['inputs'][0], c['inputs'][0])
     np.testing.assert_array_equal(a['data_samples'].view_geometry,
                                   b['data_samples'].view_geometry)

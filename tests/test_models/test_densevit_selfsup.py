@@ -136,8 +136,9 @@ def test_global_only_baseline_has_no_dense_branch():
 
 
 def queue_state(model):
-    return {name: (loss.queue.clone(), int(loss.queue_ptr))
-            for name, loss in (('global', model.head.loss_global), ('dense', model.head.loss_dense))}
+    losses = dict(global_=model.head.loss_global, dense=model.head.loss_dense)
+    return {name.rstrip('_'): (loss.queue.clone(), int(loss.queue_ptr))
+            for name, loss in losses.items()}
 
 
 def train_step(model, optim, seed, poison_key=False):

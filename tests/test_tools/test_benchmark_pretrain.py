@@ -17,3 +17,16 @@ def test_loss_comparison_writes_ratios(tmp_path, repo_root):
     lean = report['loss']['chunk_64']
     assert lean['seconds'] > 0 and lean['time_ratio'] > 0
     assert '| chunked 64 |' in result.stdout
+
+
+def test_step_comparison_includes_the_guarded_train_step(tmp_path, repo_root):
+    out = tmp_path / 'bench.json'
+    result = subprocess.run(
+        [sys.executable, osp.join(repo_root, 'tools/benchmark_pretrain.py'), '--device', 'cpu',
+         '--img-size', '32', '--batch', '2', '--reps', '1', '--skip-loss', '--out', str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    step = json.loads(out.read_text())['step']
+    guarded = step['densevit-s, train_step + GuardedOptimWrapper']
+    assert guarded['seconds'] > 0 and guarded['time_ratio'] > 0
+    assert step['global-only (lambda 0)']['time_ratio'] == 1
