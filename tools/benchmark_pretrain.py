@@ -9,9 +9,10 @@
    The real shape is 12544 x 65536 x 128 (64 images x 196 patches, queue 65536).
 2. One DenseViT-S training step (forward, backward, AdamW, EMA, enqueue) vs the global-only
    baseline (lambda 0, no dense branch) and mmpretrain's MoCoV3 on ViT-S when it builds: time,
-   peak memory, images/s, and on CUDA the fraction of the 790 TFLOP/s bf16 limit.  The step
-   is also timed as training runs it, ``train_step`` through ``GuardedOptimWrapper`` (the
-   non-finite check with its gradient norm, staged queue writes), to show what that costs.
+   peak memory, images/s, and on CUDA the fraction of the 790 TFLOP/s bf16 limit.  The
+   DenseViT step is also timed as training runs it, ``train_step`` through
+   ``GuardedOptimWrapper`` (the non-finite check with its gradient norm, staged queue
+   writes), interleaved with the plain step in the same process: the ratio is its cost.
 
 Every measurement runs in its own process, so peak memory is that variant's own: CUDA's
 ``max_memory_allocated``, or on CPU the rise of the process's peak RSS over its inputs.
@@ -31,7 +32,6 @@ PEAK_TFLOPS = 790.  # dense bf16 limit used for the compute fraction on the devi
 
 STEP_VARIANTS = {
     'densevit-s (lambda 0.5)': dict(dense=True),
-    'densevit-s, train_step + GuardedOptimWrapper': dict(dense=True, guarded=True),
     'global-only (lambda 0)': dict(dense=False),
     'mmpretrain MoCoV3 ViT-S': dict(mocov3=True),
 }
@@ -142,20 +142,29 @@ def _step_worker(name, args, queue):
         loss.backward()
         optimizer.step()
 
-    if STEP_VARIANTS[name].get('guarded'):
-        from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper
-        wrapper = (GuardedAmpOptimWrapper(optimizer) if args.bf16 else
-                   GuardedOptimWrapper(optimizer))
-
-        def step():  # noqa: F811  (the step as the Runner takes it)
-            model.train_step(dict(inputs=views, data_samples=None), wrapper)
-
     base = _reset_peak(dev)
     step()
     step()  # AdamW allocates its state on the first step
     peak = _peak_bytes(dev) - (base if dev == 'cpu' else 0)
     seconds = _timed(step, dev, args.reps)
-    queue.put(dict(peak_bytes=peak, seconds=seconds, images_per_s=args.batch / seconds))
+    result = dict(peak_bytes=peak, seconds=seconds, images_per_s=args.batch / seconds)
+    if STEP_VARIANTS[name].get('dense'):
+        from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper
+        wrapper = (GuardedAmpOptimWrapper(optimizer) if args.bf16 else
+                   GuardedOptimWrapper(optimizer))
+
+        def train_step():  # the step as the Runner takes it
+            model.train_step(dict(inputs=views, data_samples=None), wrapper)
+
+        train_step()
+        plain, guarded = [], []
+        for rep in range(args.reps):  # interleaved, alternating which goes first
+            pair = ((step, plain), (train_step, guarded))
+            for fn, times in (pair if rep % 2 == 0 else pair[::-1]):
+                times.append(_timed(fn, dev, 1))
+        result.update(train_step_seconds=statistics.median(guarded),
+                      train_step_ratio=statistics.median(guarded) / statistics.median(plain))
+    queue.put(result)
 
 
 def _run(target, *args):
@@ -249,6 +258,11 @@ def main() -> None:
                                          / (PEAK_TFLOPS * 1e12))
                 line += f' {r["compute_fraction"]:.3f} |'
             print(line)
+        dense = report['step']['densevit-s (lambda 0.5)']
+        if 'train_step_ratio' in dense:
+            print(f'DenseViT-S step through train_step + GuardedOptimWrapper: '
+                  f'{dense["train_step_seconds"]:.3f} s, {dense["train_step_ratio"]:.3f}x the '
+                  f'plain step (interleaved, median of {args.reps})')
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=2)
     print(f'\nwrote {args.out}')

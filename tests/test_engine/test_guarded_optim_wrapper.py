@@ -7,9 +7,9 @@ from mmengine.logging import MessageHub
 from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper
 
 
-def make(wrapper=GuardedOptimWrapper, **kwargs):
+def make(wrapper=GuardedOptimWrapper, device='cpu', **kwargs):
     torch.manual_seed(0)
-    model = nn.Linear(4, 3)
+    model = nn.Linear(4, 3).to(device)
     optim = wrapper(torch.optim.AdamW(model.parameters(), lr=0.1), **kwargs)
     return model, optim
 
@@ -31,7 +31,7 @@ def assert_same(a, b):
 
 def step(model, optim, poison=None):
     with optim.optim_context(model):
-        loss = model(torch.ones(2, 4)).square().mean()
+        loss = model(torch.ones(2, 4, device=model.weight.device)).square().mean()
     if poison == 'loss':
         loss = loss * float('nan')
     elif poison == 'grad':  # a finite loss whose gradient overflows
@@ -134,3 +134,17 @@ def test_bad_arguments_are_named():
         make(max_consecutive_skips=0)
     with pytest.raises(TypeError, match="loss_scale must be 'dynamic'"):
         make(GuardedAmpOptimWrapper, dtype='float16', loss_scale='auto')
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_amp_on_cuda_skips_a_non_finite_step(dtype):
+    model, optim = make(GuardedAmpOptimWrapper, device='cuda', dtype=dtype)
+    assert optim.device_type == 'cuda' and (optim.loss_scaler is None) == (dtype == 'bfloat16')
+    step(model, optim)
+    before = snapshot(model, optim)
+    step(model, optim, 'grad')
+    assert optim.step_applied is False
+    assert_same(before, snapshot(model, optim))
+    step(model, optim)
+    assert optim.step_applied is True

@@ -27,6 +27,7 @@ def test_step_comparison_includes_the_guarded_train_step(tmp_path, repo_root):
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     step = json.loads(out.read_text())['step']
-    guarded = step['densevit-s, train_step + GuardedOptimWrapper']
-    assert guarded['seconds'] > 0 and guarded['time_ratio'] > 0
+    dense = step['densevit-s (lambda 0.5)']
+    assert dense['train_step_seconds'] > 0 and dense['train_step_ratio'] > 0
     assert step['global-only (lambda 0)']['time_ratio'] == 1
+    assert 'through train_step + GuardedOptimWrapper' in result.stdout
