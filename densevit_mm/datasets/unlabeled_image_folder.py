@@ -109,10 +109,11 @@ class UnlabeledImageFolder(CustomDataset):
         if not self._fully_initialized:
             self.full_init()
         index, seed = draw if isinstance(draw, tuple) else (draw, None)
-        skipped = []
+        skipped, tried = [], []
         for attempt in range(self.max_substitutes + 1):
             i = (index + attempt) % len(self)
             path = self.get_data_info(i)['img_path']
+            tried.append(path)
             if path in self._unreadable:
                 continue
             try:
@@ -136,5 +137,5 @@ class UnlabeledImageFolder(CustomDataset):
             return data
         raise UnreadableImageError(
             f'{self.max_substitutes + 1} images in a row from index {index} of {self.img_prefix} '
-            f'are unreadable ({", ".join(p for p, _ in skipped[:5])} ...): is the folder right? '
+            f'are unreadable ({", ".join(tried[:5])} ...): is the folder right? '
             'tools/check_images.py lists every unreadable file')

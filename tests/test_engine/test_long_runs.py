@@ -173,6 +173,21 @@ def test_sigterm_saves_mid_epoch_and_the_resumed_run_continues_exactly(tmp_path,
     assert 'resuming inside epoch 2: its first 3 of 8 iterations' in log_text(stopped)
 
 
+@pytest.mark.parametrize('loop,at,expected', [
+    # a regular checkpoint falls on the stopping iteration: it is the one resumed from
+    (dict(iters=8, interval=2), 3, 'iter_4.pth'),
+    # the first iteration after an epoch checkpoint still gets its own save
+    (dict(epochs=2, interval=1), 8, 'preempted_iter_9.pth'),
+])
+def test_sigterm_next_to_a_regular_checkpoint(tmp_path, synthetic_root, loop, at, expected):
+    work = tmp_path / 'work'
+    with pytest.raises(TrainingPreempted, match=f'saved .*/{expected} after iteration {at + 1}'):
+        make_runner(work, synthetic_root, [dict(type='FaultHook', fault='sigterm', iters=[at])],
+                    keep=5, **loop).train()
+    assert open(work / 'last_checkpoint').read() == str(work / expected)
+    assert not any(f.startswith('preempted') and f != expected for f in os.listdir(work))
+
+
 def test_unreadable_images_are_skipped_logged_once_and_listed(tmp_path, folder_with_bad_images):
     root, _, bad = folder_with_bad_images
     work = tmp_path / 'work'

@@ -61,6 +61,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
         self.save_on_sigterm = save_on_sigterm
         self._sigterm = False
         self._previous_handler = None
+        self._saved_after = None  # iterations done when this hook last wrote a checkpoint
 
     # ----- start of training ---------------------------------------------------------------
 
@@ -98,6 +99,12 @@ class CrashSafeCheckpointHook(CheckpointHook):
         per_epoch = _iters_per_epoch(loop)
         done = runner.iter - runner.epoch * per_epoch
         if done <= 0:
+            return
+        if done >= per_epoch:
+            runner.logger.warning(
+                f'the checkpoint is {runner.iter} iterations in, more than {runner.epoch} epochs '
+                f'of {per_epoch} iterations hold: did the data set, batch size or number of '
+                f'processes change? Epoch {runner.epoch + 1} starts from its beginning.')
             return
         sampler = loop.dataloader.sampler
         if isinstance(sampler, ResumableSampler):
@@ -141,6 +148,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
             atomic_move(osp.join(self.out_dir, partial), path)
             atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), path)
         self.last_ckpt = path
+        self._saved_after = meta['iter']
         return path
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
@@ -182,8 +190,11 @@ class CrashSafeCheckpointHook(CheckpointHook):
         loop = runner.train_loop
         if isinstance(loop, EpochBasedTrainLoop) and done == (epoch + 1) * _iters_per_epoch(loop):
             epoch += 1  # stopped on an epoch's last iteration: resume at the next epoch
-        path = self._write(runner, f'preempted_iter_{done}.pth', dict(epoch=epoch, iter=done),
-                           save_optimizer=True, save_param_scheduler=True, by_epoch=False)
+        path = self.last_ckpt
+        if self._saved_after != done:  # not just saved by the regular schedule
+            path = self._write(runner, f'preempted_iter_{done}.pth',
+                               dict(epoch=epoch, iter=done), save_optimizer=True,
+                               save_param_scheduler=True, by_epoch=False)
         self._restore_signal_handler()
         raise TrainingPreempted(f'SIGTERM: saved {path} after iteration {done} and stopped; '
                                 'continue with --resume')
