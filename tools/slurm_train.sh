@@ -5,11 +5,13 @@
 #
 # Preemption and requeue.  On SIGTERM -- what Slurm sends at preemption, on scancel, and
 # before the time limit with --signal=TERM@SECONDS -- every rank finishes its iteration,
-# rank 0 writes WORK_DIR/preempted_iter_N.pth (atomically) and the tasks exit with status 143.
+# rank 0 writes WORK_DIR/preempted_iter_N.pth (atomically) and WORK_DIR/preempted naming it,
+# and the tasks exit (status 143, or ended by srun once the first has exited).
 # `--resume` (no path) continues from the newest readable checkpoint of WORK_DIR, or starts
 # from scratch in an empty one, so the same command serves the first start and every restart.
-# A requeueable job, from inside sbatch (REQUEUE=1: after a SIGTERM stop the script requeues
-# its own job, which then resumes):
+# A requeueable job, from inside sbatch (REQUEUE=1: after a SIGTERM stop -- told by the
+# WORK_DIR/preempted this run wrote -- it requeues its own job, which then resumes; a job
+# that failed for another reason is not requeued):
 #
 #   sbatch -p PARTITION --nodes=2 --ntasks-per-node=8 --gres=gpu:8 --cpus-per-task=5 \
 #       --requeue --signal=TERM@180 --time=24:00:00 --job-name=densevit_s \
@@ -32,8 +34,8 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
 REQUEUE=${REQUEUE:-0}
-PREEMPTED=143  # tools/train.py's exit status after a SIGTERM stop
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+rm -f "$WORK_DIR/preempted"  # left by an earlier stop: only this run's counts
 
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
 srun -p "$PARTITION" \
@@ -46,8 +48,8 @@ srun -p "$PARTITION" \
     $SRUN_ARGS \
     python -u "$ROOT/tools/train.py" "$CONFIG" --work-dir="$WORK_DIR" --launcher=slurm "${@:5}"
 status=$?
-if [ "$status" -eq "$PREEMPTED" ] && [ "$REQUEUE" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-    echo "stopped by SIGTERM with a checkpoint in $WORK_DIR: requeueing job $SLURM_JOB_ID" >&2
+if [ "$REQUEUE" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ] && [ -f "$WORK_DIR/preempted" ]; then
+    echo "stopped by SIGTERM with $(cat "$WORK_DIR/preempted"): requeueing job $SLURM_JOB_ID" >&2
     scontrol requeue "$SLURM_JOB_ID"
 fi
 exit "$status"

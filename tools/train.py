@@ -9,14 +9,14 @@ Exit status 143: stopped by SIGTERM after saving a checkpoint (continue with --r
 import argparse
 import sys
 
-import torch
 from mmengine.config import Config
+from mmengine.dist import broadcast_object_list, init_dist, is_distributed, is_main_process
 from mmengine.runner import Runner
 
 from densevit_mm import compat
-from densevit_mm.checkpoint import CheckpointFileError, load_checkpoint_file, plan_resume
-from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted, bf16_supported,
-                                check_train_dataloader)
+from densevit_mm.checkpoint import (CheckpointFileError, ResumePlan, load_checkpoint_file,
+                                    plan_resume)
+from densevit_mm.engine import PREEMPTED_EXIT_CODE, TrainingPreempted, check_train_dataloader
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
 
 # --amp turns each optimizer wrapper into its autocast variant
@@ -34,25 +34,15 @@ def parse_args() -> argparse.Namespace:
         'the work dir, or from scratch if it has none (safe for requeued jobs)')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: bfloat16 autocast where the device has it')
-    parser.add_argument('--amp-dtype', choices=['bfloat16', 'float16'],
-                        help='autocast type for --amp (float16 adds loss scaling); default '
-                        'bfloat16, refused on GPUs without it')
+    parser.add_argument('--amp-dtype', choices=['bfloat16', 'float16'], default='bfloat16',
+                        help='autocast type for --amp (float16 adds loss scaling); bfloat16, the '
+                        'default, is refused on GPUs without it')
     parser.add_argument('--no-validate', action='store_true',
                         help='skip validation during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by actual batch size / auto_scale_lr.base_batch_size')
     add_runner_args(parser)
     return parser.parse_args()
-
-
-def amp_dtype(requested) -> str:
-    if requested is not None:
-        return requested
-    device_type = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if not bf16_supported(device_type):
-        raise SystemExit(f'--amp: {torch.cuda.get_device_name()} has no bfloat16 support; pass '
-                         '--amp-dtype float16 to train in float16 with loss scaling')
-    return 'bfloat16'
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -63,11 +53,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
             raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper or '
                              f'GuardedOptimWrapper, the config has {wrapper}')
         cfg.optim_wrapper.type = f'{scope}.{AMP_WRAPPERS[name]}' if scope else AMP_WRAPPERS[name]
-        cfg.optim_wrapper.dtype = amp_dtype(args.amp_dtype)
-        if cfg.optim_wrapper.dtype == 'float16':
+        cfg.optim_wrapper.dtype = args.amp_dtype
+        if args.amp_dtype == 'float16':
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    elif args.amp_dtype is not None:
-        raise ValueError('--amp-dtype needs --amp')
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.auto_scale_lr:
@@ -78,20 +66,35 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+def plan_start(cfg: Config, args: argparse.Namespace) -> ResumePlan:
+    """Where the run starts, decided on rank 0 for every rank (a shared file system may
+    answer ranks differently), with a clear error for a file that is no checkpoint."""
+    outcome = [None]
+    if is_main_process():
+        try:
+            plan = plan_resume(cfg.work_dir, args.resume)
+            if plan.checkpoint is None and cfg.get('load_from') and '://' not in cfg.load_from:
+                load_checkpoint_file(cfg.load_from, mmap=True)
+            outcome = [plan]
+        except (CheckpointFileError, FileNotFoundError) as err:
+            outcome = [str(err)]
+    broadcast_object_list(outcome)
+    if isinstance(outcome[0], str):
+        raise SystemExit(f'tools/train.py: {outcome[0]}')
+    return outcome[0]
+
+
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
-    try:
-        plan = plan_resume(cfg.work_dir, args.resume)
-        if plan.checkpoint is not None:
-            cfg.resume, cfg.load_from = True, plan.checkpoint
-        else:
-            cfg.resume = False
-            if cfg.get('load_from'):
-                load_checkpoint_file(cfg.load_from, mmap=True)
-    except (CheckpointFileError, FileNotFoundError) as err:
-        raise SystemExit(f'tools/train.py: {err}') from err
     compat.setup_cpu_distributed(cfg)
+    if cfg.launcher != 'none' and not is_distributed():  # the Runner then leaves it as it is
+        init_dist(cfg.launcher, **cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    plan = plan_start(cfg, args)
+    if plan.checkpoint is not None:
+        cfg.resume, cfg.load_from = True, plan.checkpoint
+    else:
+        cfg.resume = False
     runner = Runner.from_cfg(cfg)
     for level, message in plan.notes:
         runner.logger.log(level, message)

@@ -26,10 +26,9 @@ from mmpretrain.registry import MODELS
 
 import densevit_mm  # noqa: F401
 from densevit_mm.checkpoint import load_checkpoint_file
+from densevit_mm.datasets import IMAGE_EXTENSIONS
 from densevit_mm.evaluation import correspondence_accuracy, rankme, true_correspondence
 from densevit_mm.models.losses import DenseContrastiveLoss
-
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 
 
 def load_model(cfg: Config, checkpoint):

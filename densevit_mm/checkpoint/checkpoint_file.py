@@ -98,7 +98,8 @@ def load_checkpoint_file(path: str, mmap: bool = False) -> dict:
     Args:
         path (str): The file.
         mmap (bool): Map the tensors instead of reading them (a cheap full check of the
-            archive's structure, e.g. to find a resumable checkpoint). Defaults to False.
+            archive's structure, e.g. to find a resumable checkpoint); files in the legacy
+            (non-zip) format are read as usual. Defaults to False.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -107,7 +108,8 @@ def load_checkpoint_file(path: str, mmap: bool = False) -> dict:
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist')
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True,
+                                mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         what = describe_file(path)
         detail = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:120]}"

@@ -54,8 +54,9 @@ def check_resumable(path: str) -> None:
     missing = [key for key in RESUME_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointFileError(f'{path} cannot be resumed from: it has no {missing} '
-                                  '(a backbone-only, best or published checkpoint?); load it '
-                                  'with load_from to fine-tune instead')
+                                  '(a backbone-only, best or published checkpoint, or one saved '
+                                  'with save_optimizer=False?); load it with load_from to '
+                                  'fine-tune instead')
 
 
 def find_resume_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:

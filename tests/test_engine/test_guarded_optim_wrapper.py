@@ -116,10 +116,13 @@ def test_float16_overflow_is_skipped_and_the_scale_recovers(mm_log):
     assert optim.step_applied is False
     assert_same(before, snapshot(model, optim))
     assert optim.loss_scaler.get_scale() == 512.
-    assert any('float16 loss scale 1024 -> 512' in m for _, m in mm_log)
+    # the scaler's routine search (finite loss, scale above 1): INFO, not a divergence
+    assert ('INFO', 'iteration 2: float16 gradients overflowed; float16 loss scale 1024 -> '
+                    '512; step skipped') in mm_log
+    assert optim.consecutive_skips == 0
     step(model, optim)
     step(model, optim)
-    assert optim.consecutive_skips == 0 and optim.loss_scaler.get_scale() == 1024.
+    assert optim.loss_scaler.get_scale() == 1024.
     state = optim.state_dict()
     assert state['loss_scaler']['scale'] == 1024.
     other = make(GuardedAmpOptimWrapper, dtype='float16')[1]
@@ -148,3 +151,29 @@ def test_amp_on_cuda_skips_a_non_finite_step(dtype):
     assert_same(before, snapshot(model, optim))
     step(model, optim)
     assert optim.step_applied is True
+
+
+def test_float16_overflow_at_a_scale_of_one_counts_as_divergence(mm_log):
+    model, optim = make(GuardedAmpOptimWrapper, dtype='float16', max_consecutive_skips=2,
+                        loss_scale=dict(init_scale=2., growth_interval=1000))
+    step(model, optim, 'grad')  # scale 2 -> 1: still the scaler's search
+    assert optim.consecutive_skips == 0
+    step(model, optim, 'grad')  # at 1 the gradients themselves are not finite
+    assert optim.consecutive_skips == 1
+    assert any(level == 'WARNING' and 'iteration 2: non-finite loss or gradients' in m
+               and 'loss scale 1 -> 0.5' in m for level, m in mm_log)
+    with pytest.raises(FloatingPointError, match='iterations 2-3: 2 training steps in a row'):
+        step(model, optim, 'loss')
+
+
+def test_with_gradient_accumulation_the_skip_message_names_real_iterations():
+    model, optim = make(accumulative_counts=2, max_consecutive_skips=2)
+    step(model, optim)
+    step(model, optim)  # update at iteration 2
+    for _ in range(4):  # updates at iterations 4 and 6 are both bad
+        try:
+            step(model, optim, 'loss')
+        except FloatingPointError as err:
+            assert str(err).startswith('iterations 4-6: 2 training steps in a row')
+            return
+    raise AssertionError('the run was not stopped')

@@ -169,23 +169,65 @@ def test_sigterm_saves_mid_epoch_and_the_resumed_run_continues_exactly(tmp_path,
     end_b = load_checkpoint_file(str(stopped / 'epoch_2.pth'))['state_dict']
     for key in end_a:
         torch.testing.assert_close(end_b[key], end_a[key], rtol=1e-5, atol=1e-6)
-    assert not any(f.startswith('preempted') for f in os.listdir(stopped))  # superseded
+    # superseded by epoch_2.pth, with the marker for job scripts
+    assert not any(f.startswith('preempted') for f in os.listdir(stopped))
     assert 'resuming inside epoch 2: its first 3 of 8 iterations' in log_text(stopped)
 
 
-@pytest.mark.parametrize('loop,at,expected', [
+@pytest.mark.parametrize('loop,at,expected,epoch', [
     # a regular checkpoint falls on the stopping iteration: it is the one resumed from
-    (dict(iters=8, interval=2), 3, 'iter_4.pth'),
+    (dict(iters=8, interval=2), 3, 'iter_4.pth', 0),
     # the first iteration after an epoch checkpoint still gets its own save
-    (dict(epochs=2, interval=1), 8, 'preempted_iter_9.pth'),
+    (dict(epochs=2, interval=1), 8, 'preempted_iter_9.pth', 1),
+    # on an epoch's last iteration the epoch ends first (its checkpoint, schedulers, hooks)
+    (dict(epochs=2, interval=1), 7, 'epoch_1.pth', 1),
+    (dict(epochs=3, interval=3), 7, 'preempted_iter_8.pth', 1),
+    # inside a gradient accumulation cycle: after its update
+    (dict(iters=8, interval=5, optim_wrapper=dict(accumulative_counts=2)), 2,
+     'preempted_iter_4.pth', 0),
 ])
-def test_sigterm_next_to_a_regular_checkpoint(tmp_path, synthetic_root, loop, at, expected):
+def test_sigterm_stops_at_the_right_boundary(tmp_path, synthetic_root, loop, at, expected, epoch):
     work = tmp_path / 'work'
-    with pytest.raises(TrainingPreempted, match=f'saved .*/{expected} after iteration {at + 1}'):
+    with pytest.raises(TrainingPreempted, match=f'saved .*/{expected} after iteration'):
         make_runner(work, synthetic_root, [dict(type='FaultHook', fault='sigterm', iters=[at])],
                     keep=5, **loop).train()
     assert open(work / 'last_checkpoint').read() == str(work / expected)
-    assert not any(f.startswith('preempted') and f != expected for f in os.listdir(work))
+    assert not any(f.startswith('preempted_') and f != expected for f in os.listdir(work))
+    meta = load_checkpoint_file(str(work / expected))['meta']
+    assert meta['epoch'] == epoch  # the epoch to continue in
+
+
+def test_a_second_sigterm_ends_the_process_at_once(monkeypatch):
+    import signal
+
+    from densevit_mm.engine import CrashSafeCheckpointHook
+    from densevit_mm.engine.hooks import crash_safe_checkpoint_hook as module
+    killed = []
+    monkeypatch.setattr(module.os, 'kill', lambda pid, sig: killed.append((pid, sig)))
+    hook = CrashSafeCheckpointHook()
+    previous = signal.getsignal(signal.SIGTERM)
+    hook._previous_handler = signal.signal(signal.SIGTERM, hook._on_sigterm)
+    try:
+        hook._on_sigterm(signal.SIGTERM, None)
+        assert hook._sigterm and killed == []
+        hook._on_sigterm(signal.SIGTERM, None)
+        assert killed == [(os.getpid(), signal.SIGTERM)]
+        assert signal.getsignal(signal.SIGTERM) is previous  # the default action again
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_resumed_run_keeps_the_sampler_seed_of_the_run_it_continues(tmp_path, synthetic_root):
+    work = tmp_path / 'work'
+    unseeded = dict(randomness=dict(seed=None))  # the sampler draws its seed at random
+    with pytest.raises(TrainingPreempted):
+        make_runner(work, synthetic_root, [dict(type='FaultHook', fault='sigterm', iters=[3])],
+                    epochs=2, **unseeded).train()
+    saved = load_checkpoint_file(str(work / 'preempted_iter_4.pth'))['message_hub']
+    seed = saved['runtime_info']['resumable_sampler_seed']
+    runner = make_runner(work, synthetic_root, epochs=2, resume='auto', **unseeded)
+    runner.train()
+    assert runner.train_dataloader.sampler.seed == seed
 
 
 def test_unreadable_images_are_skipped_logged_once_and_listed(tmp_path, folder_with_bad_images):
@@ -200,6 +242,9 @@ def test_unreadable_images_are_skipped_logged_once_and_listed(tmp_path, folder_w
     listed = (work / 'unreadable_images.txt').read_text().splitlines()
     assert sorted(line.split('\t')[0] for line in listed) == sorted(bad)
     assert '3 of 19 training images were unreadable and skipped so far' in text
+    # checkpoints carry the list, so a resumed run goes on counting
+    hub = load_checkpoint_file(str(work / 'epoch_2.pth'))['message_hub']
+    assert sorted(hub['runtime_info']['unreadable_images']) == sorted(bad)
 
 
 def test_too_many_unreadable_images_stop_the_run_with_the_list(tmp_path, folder_with_bad_images):

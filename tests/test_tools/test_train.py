@@ -19,8 +19,8 @@ def write_test_config(path, data_root, pipeline=None, **overrides):
     dataset = f'data_root={data_root!r}' + (f', pipeline={pipeline}' if pipeline else '')
     lines = [
         f'_base_ = {osp.abspath(DEBUG_CONFIG)!r}',
-        "custom_imports = dict(imports=['densevit_mm', 'tests.fixtures.recording_hook'], "
-        'allow_failed_imports=False)',
+        "custom_imports = dict(imports=['densevit_mm', 'tests.fixtures.recording_hook', "
+        "'tests.fixtures.fault_hook'], allow_failed_imports=False)",
         "custom_hooks = [dict(type='LambdaWarmupHook', start_iters=2), "
         "dict(type='RecordingHook')]",
         f'train_dataloader = dict(batch_size=4, dataset=dict({dataset}))',
@@ -61,6 +61,29 @@ def test_two_process_cpu_run_shares_one_queue(tmp_path, synthetic_root, repo_roo
     assert torch.equal(state['head.loss_dense.queue'],
                        records[0]['queues']['head.loss_dense']['queue'])
     assert int(state['head.loss_dense.queue_ptr']) == 5 * batch * world
+
+
+def test_sigterm_to_one_rank_stops_both_at_the_same_iteration_with_the_file_in_place(
+        tmp_path, synthetic_root, repo_root):
+    config = write_test_config(
+        tmp_path / 'cfg.py', synthetic_root,
+        train_cfg="dict(type='IterBasedTrainLoop', max_iters=50)",
+        custom_hooks="[dict(type='LambdaWarmupHook', start_iters=2), "
+                     "dict(type='FaultHook', fault='sigterm', iters=[3], rank=1)]")
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        [osp.join(repo_root, 'tools/dist_train.sh'), config, '2', '--work-dir', str(work_dir)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0  # torchrun reports the workers' status 143 as a failure
+    output = result.stdout + result.stderr
+    # rank 1 got the signal; rank 0 saved; both stopped after iteration 4
+    assert f'SIGTERM: saved {work_dir}/preempted_iter_4.pth after iteration 4' in output
+    assert 'exitcode  : 143' in output  # the first rank out; torchrun then ends the other
+    assert [f for f in os.listdir(work_dir) if f.endswith('.pth')] == ['preempted_iter_4.pth']
+    assert (work_dir / 'preempted').read_text() == f'{work_dir}/preempted_iter_4.pth\n'
+    state = torch.load(work_dir / 'preempted_iter_4.pth', weights_only=True)
+    assert state['meta']['iter'] == 4
 
 
 def run(config, work_dir, max_iters, resume=False):
@@ -135,7 +158,7 @@ def test_sigterm_stops_tools_train_with_a_checkpoint_and_resume_finishes(tmp_pat
     assert f'--resume: resuming from {work / saved[0]}' in result.stdout
     assert re.search(rf'Iter\(train\) \[ *{stopped_at + 1}/{stopped_at + 2}\]', result.stdout)
     assert f'iter_{stopped_at + 2}.pth' in os.listdir(work)
-    assert not any(f.startswith('preempted') for f in os.listdir(work))
+    assert not any(f.startswith('preempted_') for f in os.listdir(work))
 
 
 def load_train_tool(repo_root):
@@ -180,3 +203,30 @@ def test_a_text_file_given_to_resume_is_named_before_anything_starts(tmp_path, r
     assert result.returncode == 1
     assert (f'tools/train.py: {notes} is not a readable PyTorch checkpoint: it is an HTML/XML '
             'file') in result.stderr
+
+
+@pytest.mark.parametrize('preempted', [True, False])
+def test_slurm_train_requeues_only_a_job_stopped_by_sigterm(tmp_path, repo_root, preempted):
+    """tools/slurm_train.sh with stand-ins for srun and scontrol: a SIGTERM stop (the hook's
+    marker, written by this run) is requeued, another failure is not."""
+    work = tmp_path / 'work'
+    work.mkdir()
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    stop = f'echo {work}/preempted_iter_7.pth > {work}/preempted' if preempted else 'true'
+    (bin_dir / 'srun').write_text(f'#!/bin/sh\n{stop}\nexit 143\n')
+    (bin_dir / 'scontrol').write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/scontrol.txt\n')
+    for tool in ('srun', 'scontrol'):
+        (bin_dir / tool).chmod(0o755)
+    (work / 'preempted').write_text('an earlier stop\n')  # not this run's: ignored
+    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', REQUEUE='1',
+               SLURM_JOB_ID='4242')
+    result = subprocess.run(['bash', osp.join(repo_root, 'tools/slurm_train.sh'), 'part', 'job',
+                             DEBUG_CONFIG, str(work), '--resume'],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 143
+    requeued = (tmp_path / 'scontrol.txt').exists()
+    assert requeued == preempted
+    if preempted:
+        assert (tmp_path / 'scontrol.txt').read_text() == 'requeue 4242\n'
+        assert 'requeueing job 4242' in result.stderr

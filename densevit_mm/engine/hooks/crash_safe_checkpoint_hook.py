@@ -6,7 +6,7 @@ import signal
 import threading
 
 import torch
-from mmengine.dist import all_reduce, get_world_size, is_main_process
+from mmengine.dist import all_reduce, barrier, get_world_size, is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
@@ -18,6 +18,7 @@ from densevit_mm.checkpoint.checkpoint_file import (atomic_move, atomic_write_te
 from densevit_mm.datasets.samplers import ResumableSampler
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what the shell reports for a process it ended
+PREEMPTED_MARKER = 'preempted'  # written to the work dir, naming the checkpoint
 
 
 class TrainingPreempted(Exception):
@@ -42,12 +43,18 @@ class CrashSafeCheckpointHook(CheckpointHook):
       training naming the tensors and the last good checkpoint, so rotation cannot replace
       good checkpoints by bad ones.
     - ``save_on_sigterm``: on SIGTERM (Slurm's preemption and time-limit signal) training
-      saves ``preempted_iter_<N>.pth`` at the next iteration boundary and stops with
-      :class:`TrainingPreempted` (``tools/train.py`` exits with status 143).  The next
-      regular checkpoint deletes it.
-    - A run resumed from a mid-epoch checkpoint leaves out the part of that epoch already
-      trained on (with ``ResumableSampler``), so it sees the images and augmentations an
-      uninterrupted run would have seen.
+      saves ``preempted_iter_<N>.pth`` at the next iteration boundary (the end of the epoch
+      when that is the next boundary, after the epoch's own hooks; the end of a gradient
+      accumulation cycle), writes ``<work_dir>/preempted`` naming it, waits for every rank
+      and stops with :class:`TrainingPreempted` (``tools/train.py`` exits with status 143;
+      a launcher may end the other ranks by signal once one has exited, the files being in
+      place by then).  The next regular checkpoint deletes both files.
+      A second SIGTERM ends the process at once, as without the hook.
+    - A run resumed from a mid-epoch checkpoint of an epoch-based loop leaves out the part of
+      that epoch already trained on (with ``ResumableSampler``, whose seed the checkpoints
+      keep), so it sees the images and augmentations an uninterrupted run would have seen.
+      (mmengine's iteration-based loop replays its data iterator on resume instead; it
+      repeats the order when ``randomness.seed`` is fixed, as in these configs.)
 
     ``save_best`` checkpoints are written as mmengine writes them.
 
@@ -60,10 +67,11 @@ class CrashSafeCheckpointHook(CheckpointHook):
         super().__init__(*args, **kwargs)
         self.save_on_sigterm = save_on_sigterm
         self._sigterm = False
+        self._stop_at_epoch_end = False
         self._previous_handler = None
         self._saved_after = None  # iterations done when this hook last wrote a checkpoint
 
-    # ----- start of training ---------------------------------------------------------------
+    # ----- start and end of training -------------------------------------------------------
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -81,6 +89,9 @@ class CrashSafeCheckpointHook(CheckpointHook):
         self._continue_mid_epoch(runner)
 
     def _on_sigterm(self, signum, frame) -> None:
+        if self._sigterm:  # asked twice: end now, as the previous handler would
+            self._restore_signal_handler()
+            os.kill(os.getpid(), signal.SIGTERM)
         self._sigterm = True
 
     def _restore_signal_handler(self) -> None:
@@ -96,6 +107,14 @@ class CrashSafeCheckpointHook(CheckpointHook):
         loop = runner.train_loop
         if not isinstance(loop, EpochBasedTrainLoop):
             return  # mmengine's iteration loop replays its data iterator on resume
+        sampler = loop.dataloader.sampler
+        if isinstance(sampler, ResumableSampler):
+            # the order and the augmentations follow the sampler's seed: the one of the run
+            # that wrote the checkpoint, which may have drawn it at random
+            saved = runner.message_hub.get_info('resumable_sampler_seed')
+            if saved is not None:
+                sampler.seed = saved
+            runner.message_hub.update_info('resumable_sampler_seed', sampler.seed)
         per_epoch = _iters_per_epoch(loop)
         done = runner.iter - runner.epoch * per_epoch
         if done <= 0:
@@ -105,9 +124,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 f'the checkpoint is {runner.iter} iterations in, more than {runner.epoch} epochs '
                 f'of {per_epoch} iterations hold: did the data set, batch size or number of '
                 f'processes change? Epoch {runner.epoch + 1} starts from its beginning.')
-            return
-        sampler = loop.dataloader.sampler
-        if isinstance(sampler, ResumableSampler):
+        elif isinstance(sampler, ResumableSampler):
             sampler.skip(runner.epoch, done * loop.dataloader.batch_size)
             runner.logger.info(f'resuming inside epoch {runner.epoch + 1}: its first {done} of '
                                f'{per_epoch} iterations were done before the interruption')
@@ -119,12 +136,12 @@ class CrashSafeCheckpointHook(CheckpointHook):
 
     # ----- writing -------------------------------------------------------------------------
 
-    def _check_finite(self, runner) -> None:
+    def _check_finite(self, runner, done: int) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         bad = describe_non_finite(model.state_dict())
         if bad:
             raise FloatingPointError(
-                f'not saving a checkpoint after iteration {runner.iter + 1}: {bad} among the '
+                f'not saving a checkpoint after iteration {done}: {bad} among the '
                 'weights and buffers. The last good checkpoint is '
                 f'{self.last_ckpt or "(none written by this run)"}; resume from it after fixing '
                 'the cause (lower learning rate, --amp-dtype bfloat16, the data).')
@@ -132,7 +149,11 @@ class CrashSafeCheckpointHook(CheckpointHook):
     def _write(self, runner, filename: str, meta: dict, **save_args) -> str:
         """Save the runner's state as ``out_dir/filename`` through a temporary file and point
         ``last_checkpoint`` at it. Returns the path."""
-        self._check_finite(runner)
+        self._check_finite(runner, meta['iter'])
+        loop = runner.train_loop
+        if (isinstance(loop, EpochBasedTrainLoop)
+                and meta['iter'] == (meta['epoch'] + 1) * _iters_per_epoch(loop)):
+            meta = dict(meta, epoch=meta['epoch'] + 1)  # an epoch's end: resume at the next one
         path = self.file_backend.join_path(self.out_dir, filename)
         previous = self.last_ckpt
         # the checkpoint stores the message hub, which must already name it
@@ -168,6 +189,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
         old = [self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(s))
                for s in retired]
         old += glob.glob(osp.join(self.out_dir, 'preempted_iter_*.pth'))
+        old.append(osp.join(runner.work_dir, PREEMPTED_MARKER))
         for path in old:
             if osp.isfile(path) and path != self.last_ckpt:
                 os.remove(path)
@@ -185,16 +207,29 @@ class CrashSafeCheckpointHook(CheckpointHook):
         super().after_train_iter(runner, batch_idx, data_batch, outputs)
         if not (self.save_on_sigterm and self._sigterm_on_any_rank()):
             return
-        done = runner.iter + 1
-        epoch = runner.epoch
+        if getattr(runner.optim_wrapper, 'step_applied', True) is None:
+            return  # inside a gradient accumulation cycle: stop after its update
         loop = runner.train_loop
-        if isinstance(loop, EpochBasedTrainLoop) and done == (epoch + 1) * _iters_per_epoch(loop):
-            epoch += 1  # stopped on an epoch's last iteration: resume at the next epoch
+        if (isinstance(loop, EpochBasedTrainLoop)
+                and runner.iter + 1 == (runner.epoch + 1) * _iters_per_epoch(loop)):
+            self._stop_at_epoch_end = True  # let the epoch's schedulers and hooks run first
+            return
+        self._save_and_stop(runner, dict(epoch=runner.epoch, iter=runner.iter + 1))
+
+    def after_train_epoch(self, runner) -> None:
+        super().after_train_epoch(runner)
+        if self._stop_at_epoch_end:
+            self._save_and_stop(runner, dict(epoch=runner.epoch + 1, iter=runner.iter))
+
+    def _save_and_stop(self, runner, meta: dict) -> None:
+        done = meta['iter']
         path = self.last_ckpt
         if self._saved_after != done:  # not just saved by the regular schedule
-            path = self._write(runner, f'preempted_iter_{done}.pth',
-                               dict(epoch=epoch, iter=done), save_optimizer=True,
+            path = self._write(runner, f'preempted_iter_{done}.pth', meta, save_optimizer=True,
                                save_param_scheduler=True, by_epoch=False)
+        if is_main_process():  # for job scripts: this run stopped on SIGTERM, with this file
+            atomic_write_text(osp.join(runner.work_dir, PREEMPTED_MARKER), path + '\n')
+        barrier()  # rank 0 may still be writing: no rank leaves before the file is in place
         self._restore_signal_handler()
         raise TrainingPreempted(f'SIGTERM: saved {path} after iteration {done} and stopped; '
                                 'continue with --resume')

@@ -1,9 +1,12 @@
 """Mixed precision for GuardedOptimWrapper: bfloat16 by default, float16 when asked."""
+import logging
+import math
 from contextlib import contextmanager
 from typing import Union
 
 import torch
 import torch.nn as nn
+from mmengine.logging import print_log
 from mmpretrain.registry import OPTIM_WRAPPERS
 
 from .guarded_optim_wrapper import GuardedOptimWrapper
@@ -26,7 +29,9 @@ class GuardedAmpOptimWrapper(GuardedOptimWrapper):
       overflow steps.  Refused on a GPU without bfloat16, with the way out in the message.
     - ``dtype='float16'`` scales the loss (``torch.amp.GradScaler``).  An overflowing step is
       skipped like any non-finite step (so the model writes no queue rows for it) and the
-      scale halves once; it grows back after ``growth_interval`` good steps.
+      scale halves once; it grows back after ``growth_interval`` good steps.  Such an overflow
+      with a finite loss and a scale above 1 is the scaler's routine search: it is logged at
+      INFO and does not count towards ``max_consecutive_skips``.
 
     Args:
         optimizer (Optimizer): The optimizer.
@@ -87,10 +92,16 @@ class GuardedAmpOptimWrapper(GuardedOptimWrapper):
             self.loss_scaler.update(self._fixed_scale)
 
     def _skip(self, loss: float, grad_norm: float, detail: str = '') -> None:
-        if self.loss_scaler is not None:
-            before = self.loss_scaler.get_scale()
-            self.loss_scaler.update(self._fixed_scale)  # halves the scale after an overflow
-            detail = f'; float16 loss scale {before:g} -> {self.loss_scaler.get_scale():g}'
+        if self.loss_scaler is None:
+            super()._skip(loss, grad_norm, detail)
+            return
+        before = self.loss_scaler.get_scale()
+        self.loss_scaler.update(self._fixed_scale)  # halves the scale after an overflow
+        detail = f'; float16 loss scale {before:g} -> {self.loss_scaler.get_scale():g}'
+        if math.isfinite(loss) and before > 1:
+            print_log(f'iteration {self._inner_count}: float16 gradients overflowed{detail}; '
+                      'step skipped', logger='current', level=logging.INFO)
+            return
         super()._skip(loss, grad_norm, detail)
 
     def state_dict(self) -> dict:

@@ -35,6 +35,7 @@ class GuardedOptimWrapper(OptimWrapper):
             raise ValueError(f'max_consecutive_skips must be >= 1, got {max_consecutive_skips}')
         self.max_consecutive_skips = max_consecutive_skips
         self.consecutive_skips = 0
+        self._first_skip = 0  # iteration of the first skip in the current row
         # True / False: the last update_params() stepped / skipped; None: accumulating
         self.step_applied: Optional[bool] = None
 
@@ -70,6 +71,8 @@ class GuardedOptimWrapper(OptimWrapper):
     def _skip(self, loss: float, grad_norm: float, detail: str = '') -> None:
         self.consecutive_skips += 1
         iteration = self._inner_count
+        if self.consecutive_skips == 1:
+            self._first_skip = iteration
         last_ckpt = self.message_hub.get_info('last_ckpt') or '(none written by this run)'
         print_log(f'iteration {iteration}: non-finite loss or gradients (loss {loss:.4g}, '
                   f'gradient norm {grad_norm:.4g}){detail}; step skipped, weights '
@@ -77,9 +80,9 @@ class GuardedOptimWrapper(OptimWrapper):
                   f'stops at {self.max_consecutive_skips})', logger='current',
                   level=logging.WARNING)
         if self.consecutive_skips >= self.max_consecutive_skips:
-            first = iteration - self.consecutive_skips + 1
             raise FloatingPointError(
-                f'iterations {first}-{iteration}: {self.consecutive_skips} training steps in a '
+                f'iterations {self._first_skip}-{iteration}: {self.consecutive_skips} training '
+                'steps in a '
                 'row had non-finite loss or gradients, so the run has diverged and is stopped. '
                 f'The last good checkpoint is {last_ckpt}; resume from it (--resume PATH) after '
                 'fixing the cause: a lower learning rate, --amp-dtype bfloat16 instead of '
