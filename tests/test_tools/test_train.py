@@ -106,7 +106,8 @@ def test_resume_continues_exactly(tmp_path, synthetic_root):
     resumed, resumed_ckpt = run(config, tmp_path / 'resumed', max_iters=6, resume=True)
 
     # LambdaWarmupHook(start_iters=2): the dense term is off for iterations 0 and 1
-    assert [straight['losses'][it]['loss_dense'] == 0 for it in range(6)] == [True] * 2 + [False] * 4
+    dense_off = [straight['losses'][it]['loss_dense'] == 0 for it in range(6)]
+    assert dense_off == [True] * 2 + [False] * 4
     assert sorted(resumed['losses']) == [3, 4, 5]
     for it in (3, 4, 5):
         assert resumed['losses'][it] == pytest.approx(straight['losses'][it], rel=1e-6)
