@@ -4,9 +4,13 @@
 
 Every work dir below the root that logged validation metrics (mmseg's mIoU, mmdet's
 coco/bbox_mAP and coco/segm_mAP) becomes part of a row; runs that fine-tuned the same
-pretraining checkpoint share one row.  The method and its pretraining epochs are read from
-the config stored in that checkpoint (lambda 0 = global-only).  Rows on generated data are
-labelled "built-in"; published numbers of other methods follow in their own block.
+pretraining checkpoint share one row, and runs that differ only by seed share a cell, shown
+as ``mean ± std (n)``.  The method and its pretraining epochs are read from the config
+stored in that checkpoint (lambda 0 = global-only; a segmentation model trained with labels
+= the supervised oracle).  With a random-init and an oracle row, a calibration block gives
+each column's oracle gap, seed std and their ratio (a column separates backbones at 3 or
+more).  Rows on generated data are labelled "built-in"; published numbers of other methods
+follow in their own block.
 """
 import argparse
 import os

@@ -5,12 +5,14 @@
 
 Two augmented views of an image (the config's own pretraining augmentation) go through the
 backbone (query view) and the momentum encoder (key view; the backbone itself without a
-checkpoint); every query patch is joined to its argmax-cosine key patch.  Green lines land
+checkpoint); every query patch is joined to the key patch the loss pairs it with (argmax
+cosine, with the config's match_layer / match_centering).  Green lines land
 within one patch of the true geometric match (known from the crop boxes), red ones do not;
 patches whose true match lies outside the key view are not drawn.  The accuracy printed is
 over ``--num-images`` images of the folder (one view pair each), and so is the RankMe
 (effective rank) of the backbone's last-layer patch tokens of the query views: a
-representation collapsed to a few directions scores near that number.
+representation collapsed to a few directions scores near that number -- and the hub share:
+the share of a pair's matches that go to its single most-chosen key patch (1/N when spread).
 """
 import argparse
 import glob
@@ -27,8 +29,8 @@ from mmpretrain.registry import MODELS
 import densevit_mm  # noqa: F401
 from densevit_mm.checkpoint import load_checkpoint_file
 from densevit_mm.datasets import IMAGE_EXTENSIONS
-from densevit_mm.evaluation import correspondence_accuracy, rankme, true_correspondence
-from densevit_mm.models.losses import DenseContrastiveLoss
+from densevit_mm.evaluation import (correspondence_accuracy, hub_share, rankme,
+                                   true_correspondence)
 
 
 def load_model(cfg: Config, checkpoint):
@@ -65,11 +67,10 @@ def match_views(model, key_backbone, views):
     view_q, view_k = model.data_preprocessor(dict(
         inputs=[torch.from_numpy(v.copy()).permute(2, 0, 1)[None] for v in views],
         data_samples=None), False)['inputs']
-    q_patch = model.backbone(view_q)[-1][1]  # (1, N, C)
-    k_patch = key_backbone(view_k)[-1][1]
-    match = DenseContrastiveLoss.extract_correspondence(q_patch, k_patch)[0]  # (N,)
+    q_out, k_out = model.backbone(view_q), key_backbone(view_k)
+    match = model.match_patches(q_out, k_out)[0]  # (N,): the loss's positives
     grid = tuple(s // model.backbone.patch_size for s in views[0].shape[:2])
-    return match, grid, q_patch[0]
+    return match, grid, q_out[-1][1][0]
 
 
 def draw(views, geometry, match, grid, accuracy, path):
@@ -121,12 +122,13 @@ def main() -> None:
     if not files:
         raise SystemExit(f'no images found at {args.images}')
 
-    hits, tokens, first = [], [], None
+    hits, hubs, tokens, first = [], [], [], None
     for path in files:
         out = pipeline(dict(img_path=path))
         geometry = torch.from_numpy(out['view_geometry'])  # (2, 7)
         match, grid, q_patch = match_views(model, key_backbone, out['img'])
         tokens.append(q_patch)
+        hubs.append(float(hub_share(match[None], match.numel())))
         acc = correspondence_accuracy(match[None], geometry[0:1], geometry[1:2], grid)
         if not torch.isnan(acc):
             hits.append(float(acc))
@@ -138,6 +140,8 @@ def main() -> None:
           f'{accuracy:.3f}; picture of {osp.basename(files[0])}: {args.out}')
     print(f'RankMe of the patch tokens over {len(files)} images: '
           f'{rankme(torch.cat(tokens)):.1f} (of at most {model.backbone.embed_dims})')
+    print(f'hub share (most-chosen key patch, share of a pair\'s matches) over {len(files)} '
+          f'images: {np.mean(hubs):.3f}')
 
 
 if __name__ == '__main__':

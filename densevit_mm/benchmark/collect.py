@@ -1,4 +1,9 @@
-"""Read mmengine work dirs into benchmark rows: method, backbone, pretraining, mIoU, AP."""
+"""Read mmengine work dirs into benchmark rows: method, backbone, pretraining, mIoU, AP.
+
+Runs that differ only by their seed fall into the same row and column: the table shows
+``mean ± std (n)``.  A config may name its column (``benchmark_column = 'mIoU linear'``);
+otherwise a frozen backbone's mIoU goes to ``mIoU frozen`` and a fine-tuned one to ``mIoU``.
+"""
 import csv
 import glob
 import inspect
@@ -12,11 +17,14 @@ from mmengine.config import Config
 
 from densevit_mm.checkpoint import load_checkpoint_file
 from densevit_mm.datasets import BUILTIN_MARKER
+from .statistics import calibrate, calibration_markdown, format_values, mean_std
 
 PUBLISHED_CSV = osp.join(osp.dirname(__file__), 'published_results.csv')
 METRICS = {'mIoU': 'mIoU', 'coco/bbox_mAP': 'APbox', 'coco/segm_mAP': 'APmask'}
-# a run whose backbone is frozen whole reports its metrics under '<name> frozen'
+# a run whose backbone is frozen whole reports its metrics under '<name> frozen'; configs
+# may name their own column; these come first, in this order
 COLUMNS = ('mIoU', 'mIoU frozen', 'APbox', 'APmask')
+RANDOM_INIT, ORACLE = 'Random init', 'Supervised oracle (labels)'
 
 
 @dataclass
@@ -26,7 +34,7 @@ class Row:
     pretraining_epochs: str
     checkpoint: str
     data: str
-    metrics: Dict[str, float] = field(default_factory=dict)
+    metrics: Dict[str, List[float]] = field(default_factory=dict)  # one value per run (seed)
     configs: List[str] = field(default_factory=list)
 
 
@@ -73,7 +81,7 @@ def _arch_name(arch) -> str:
 def describe_pretraining(checkpoint: Optional[str]) -> tuple:
     """``(method, epochs)`` of a backbone checkpoint, read from the config stored in it."""
     if not checkpoint:
-        return 'Random init', '0'
+        return RANDOM_INIT, '0'
     if not osp.isfile(checkpoint):
         return f'(missing checkpoint {checkpoint})', '?'
     meta = load_checkpoint_file(checkpoint, mmap=True).get('meta', {})
@@ -81,6 +89,8 @@ def describe_pretraining(checkpoint: Optional[str]) -> tuple:
         return f'external ({osp.basename(checkpoint)})', '?'
     cfg = Config.fromstring(meta['cfg'], file_format='.py')
     loss_lambda = cfg.model.get('loss_lambda')
+    if cfg.model.get('type') == 'EncoderDecoder':  # a segmentation model trained with labels
+        return ORACLE, f"{meta.get('iter', '?')} iters"
     if loss_lambda is None:
         return f'{cfg.model.type} ({osp.basename(checkpoint)})', str(meta.get('epoch', '?'))
     method = ('Global-only contrastive (lambda=0)' if loss_lambda == 0 else
@@ -125,10 +135,29 @@ def collect_rows(root: str) -> List[Row]:
         key = (method, checkpoint or '', _arch_name(backbone.get('arch', '?')), data)
         row = rows.setdefault(key, Row(method, key[2], epochs, checkpoint or '-', data))
         metrics = _last_metrics(osp.join(run, 'scalars.json'))
+        named = cfg.get('benchmark_column')
         suffix = ' frozen' if _backbone_frozen(backbone) else ''
-        row.metrics.update({name + suffix: value for name, value in metrics.items()})
+        for name, value in metrics.items():
+            column = named if named and name == 'mIoU' else name + suffix
+            row.metrics.setdefault(column, []).append(value)
         row.configs.append(osp.basename(osp.normpath(work_dir)))
     return list(rows.values())
+
+
+def columns_of(rows: List[Row]) -> List[str]:
+    """The columns the rows fill: the standard ones first, then named ones as met."""
+    found = [c for r in rows for c in r.metrics]
+    return [c for c in COLUMNS if c in found] + list(dict.fromkeys(
+        c for c in found if c not in COLUMNS))
+
+
+def calibration(rows: List[Row]) -> List[dict]:
+    """Oracle gap, seed std and their ratio per column (needs a random-init and an oracle
+    row of the same data)."""
+    by_method = {r.method: r for r in rows}
+    if RANDOM_INIT not in by_method or ORACLE not in by_method:
+        return []
+    return calibrate(by_method[RANDOM_INIT].metrics, by_method[ORACLE].metrics, columns_of(rows))
 
 
 def load_published(path: str = PUBLISHED_CSV) -> List[dict]:
@@ -136,19 +165,20 @@ def load_published(path: str = PUBLISHED_CSV) -> List[dict]:
         return list(csv.DictReader(f))
 
 
-def _fmt(value: Optional[float]) -> str:
-    return '-' if value is None else f'{value:.1f}'
-
-
 def markdown_table(rows: List[Row], published: List[dict]) -> str:
+    columns = columns_of(rows)
     lines = ['## Measured', '',
              '| method | backbone | pretraining epochs | '
-             + ' | '.join(COLUMNS) + ' | data | configs | checkpoint |',
-             '|---|---|---|' + '---|' * len(COLUMNS) + '---|---|---|']
+             + ' | '.join(columns) + ' | data | configs | checkpoint |',
+             '|---|---|---|' + '---|' * len(columns) + '---|---|---|']
     for r in rows:
-        values = ' | '.join(_fmt(r.metrics.get(c)) for c in COLUMNS)
+        values = ' | '.join(format_values(r.metrics.get(c, [])) for c in columns)
         lines.append(f'| {r.method} | {r.backbone} | {r.pretraining_epochs} | {values} | '
                      f'{r.data} | {", ".join(r.configs)} | {r.checkpoint} |')
+    checks = calibration_markdown(calibration(rows))
+    if checks:
+        lines += ['', '## Calibration: does each column separate a labelled oracle from '
+                  'random init?', '', checks.rstrip('\n')]
     lines += ['', '## Published (other methods, full-scale protocols; not measured here)', '',
               '| method | backbone | pretraining epochs | protocol | mIoU | APbox | APmask | '
               'source |', '|---|---|---|---|---|---|---|---|']
@@ -160,15 +190,25 @@ def markdown_table(rows: List[Row], published: List[dict]) -> str:
 
 
 def write_csv(rows: List[Row], published: List[dict], path: str) -> None:
-    fields = ['block', 'method', 'backbone', 'pretraining_epochs', 'protocol', *COLUMNS,
-              'data', 'config', 'checkpoint', 'source']
+    """One line per row; each column as its mean, with ``<column> std`` and ``<column> n``."""
+    columns = columns_of(rows)
+    stats = [f'{c} {s}' for c in columns for s in ('std', 'n')]
+    published_fields = [k for p in published for k in p]
+    fields = list(dict.fromkeys(['block', 'method', 'backbone', 'pretraining_epochs', 'protocol',
+                                 *columns, *stats, 'data', 'config', 'checkpoint', 'source',
+                                 *published_fields]))
     with open(path, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in rows:
+            values = {}
+            for c in columns:
+                v = r.metrics.get(c, [])
+                mean, std = mean_std(v)
+                values.update({c: mean if v else '', f'{c} std': std if len(v) > 1 else '',
+                               f'{c} n': len(v) or ''})
             writer.writerow(dict(block='measured', method=r.method, backbone=r.backbone,
-                                 pretraining_epochs=r.pretraining_epochs,
-                                 **{c: r.metrics.get(c, '') for c in COLUMNS}, data=r.data,
+                                 pretraining_epochs=r.pretraining_epochs, **values, data=r.data,
                                  config=';'.join(r.configs), checkpoint=r.checkpoint))
         for p in published:
             writer.writerow(dict(block='published', **p))
@@ -178,12 +218,14 @@ def plot(rows: List[Row], path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    metrics = [c for c in COLUMNS if any(c in r.metrics for r in rows)]
+    metrics = columns_of(rows)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        values = [r.metrics.get(metric, float('nan')) for r in rows]
-        ax.bar(range(len(rows)), values, color=['#999999', '#4c72b0', '#dd8452', '#55a868'][
-            :len(rows)] if len(rows) <= 4 else None)
+        values, errors = zip(*(mean_std(r.metrics.get(metric, [])) for r in rows))
+        errors = [e if e == e else 0 for e in errors]  # one run: no error bar
+        ax.bar(range(len(rows)), values, yerr=errors, capsize=3,
+               color=['#999999', '#4c72b0', '#dd8452', '#55a868', '#8172b3'][:len(rows)]
+               if len(rows) <= 5 else None)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([r.method.replace(' (', '\n(') for r in rows], fontsize=7)
         ax.set_title(metric)

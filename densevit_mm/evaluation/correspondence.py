@@ -66,3 +66,17 @@ def correspondence_accuracy(predicted: torch.Tensor, geom_q: torch.Tensor,
     hit = ((predicted // gw - truth // gw).abs() <= tolerance) & \
         ((predicted % gw - truth % gw).abs() <= tolerance)
     return (hit & inside).sum() / inside.sum()
+
+
+def hub_share(match: torch.Tensor, num_keys: int) -> torch.Tensor:
+    """How much the matching collapses onto "hub" key patches: per image, the share of the
+    ``N`` query patches matched to the single most-chosen key patch, averaged over images
+    (``1 / num_keys`` at best spread, 1 when all queries pick one key).
+
+    Args:
+        match (Tensor): long ``(B, N)`` matched key index per query patch.
+        num_keys (int): Key patches per image.
+    """
+    counts = torch.zeros(match.shape[0], num_keys, device=match.device)
+    counts.scatter_add_(1, match, torch.ones_like(match, dtype=counts.dtype))  # (B, K)
+    return (counts.max(dim=1).values / match.shape[1]).mean()

@@ -122,3 +122,18 @@ def test_bad_shapes_are_named():
         loss_fn(q, k, qb[:, :3], kb)
     with pytest.raises(ValueError, match='temperature must be positive'):
         DenseContrastiveLoss(temperature=0.)
+
+
+def test_a_given_match_is_used_as_is():
+    q_dense, k_dense, q_backbone, k_backbone = make_inputs(seed=3)
+    loss_fn = DenseContrastiveLoss(queue_len=11, feat_dim=8).double()
+    state = {k: v.clone() for k, v in loss_fn.state_dict().items()}
+    own = loss_fn(q_dense, k_dense, q_backbone, k_backbone)
+    loss_fn.load_state_dict(state)
+    match = DenseContrastiveLoss.extract_correspondence(q_backbone, k_backbone)
+    assert float(loss_fn(q_dense, k_dense, q_backbone, k_backbone, match=match)) == float(own)
+    loss_fn.load_state_dict(state)
+    other = torch.zeros_like(match)  # every location matched to key 0: another loss
+    assert float(loss_fn(q_dense, k_dense, q_backbone, k_backbone, match=other)) != float(own)
+    with pytest.raises(ValueError, match=r'match must have shape \(2, 6\) \(B, N\)'):
+        loss_fn(q_dense, k_dense, q_backbone, k_backbone, match=match[:, :3])

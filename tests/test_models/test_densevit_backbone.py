@@ -138,3 +138,19 @@ def test_frozen_stages_stay_deterministic_after_train():
     model = DenseViT(arch='densevit-debug', img_size=32, drop_path_rate=0.5, drop_rate=0.5,
                      out_type='featmap').train()
     assert not torch.equal(model(x)[0], model(x)[0])
+
+
+def test_sincos_position_embedding_is_fixed_and_survives_init_weights():
+    from mmpretrain.models.utils import build_2d_sincos_position_embedding
+    from mmpretrain.registry import MODELS
+    backbone = MODELS.build(dict(type='DenseViT', arch='densevit-debug', img_size=96,
+                                 pos_embed_type='sincos'))
+    backbone.init_weights()
+    expected = build_2d_sincos_position_embedding((6, 6), 192, cls_token=True)
+    assert torch.equal(backbone.pos_embed, expected) and not backbone.pos_embed.requires_grad
+    assert torch.equal(backbone.pos_embed[0, 0], torch.zeros(192))  # the CLS row
+    learned = MODELS.build(dict(type='DenseViT', arch='densevit-debug', img_size=96))
+    learned.init_weights()
+    assert learned.pos_embed.requires_grad and not torch.equal(learned.pos_embed, expected)
+    with pytest.raises(ValueError, match="pos_embed_type must be 'learned' or 'sincos'"):
+        MODELS.build(dict(type='DenseViT', arch='densevit-debug', pos_embed_type='rope'))

@@ -50,7 +50,7 @@ def test_loss_dict_is_weighted_by_lambda(model):
     raw_global = losses_at(0.)['loss_global']
     raw_dense = losses_at(1.)['loss_dense']
     weighted = losses_at(0.3)
-    assert set(weighted) == {'loss_global', 'loss_dense'}
+    assert set(weighted) == {'loss_global', 'loss_dense', 'hub_share'}
     assert weighted['loss_global'] == pytest.approx(0.7 * raw_global, rel=1e-6)
     assert weighted['loss_dense'] == pytest.approx(0.3 * raw_dense, rel=1e-6)
 
@@ -192,3 +192,64 @@ def test_train_step_needs_a_guarded_optimizer_wrapper(model):
     optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
     with pytest.raises(TypeError, match='trains with GuardedOptimWrapper or GuardedAmpOptim'):
         train_step(model, optim, seed=0)
+
+
+def test_the_match_is_computed_once_per_step_and_logged_with_its_hub_share(model, monkeypatch):
+    from densevit_mm.models.losses import DenseContrastiveLoss
+    calls = []
+    plain = DenseContrastiveLoss.extract_correspondence
+
+    def counted(feat1, feat2):
+        calls.append(1)
+        return plain(feat1, feat2)
+
+    monkeypatch.setattr(DenseContrastiveLoss, 'extract_correspondence', staticmethod(counted))
+    views = two_views()
+    geometry = torch.tensor([[0., 0., 64., 64., 0., 64., 64.]] * 2)  # both views = the image
+    samples = []
+    for _ in range(4):
+        from mmpretrain.structures import DataSample
+        sample = DataSample()
+        sample.set_field(geometry.numpy(), 'view_geometry', field_type='metainfo')
+        samples.append(sample)
+    out = model.loss(views, samples)
+    assert len(calls) == 1
+    assert 1 / 16 <= float(out['hub_share']) <= 1 and 0 <= float(out['corr_acc']) <= 1
+
+
+@pytest.mark.parametrize('centering', [False, True])
+def test_match_patches_uses_the_chosen_layer_and_centring(centering):
+    cfg = Config.fromfile('configs/pretrain/densevit_debug.py')
+    cfg.model.backbone.arch = dict(embed_dims=24, num_layers=3, num_heads=2,
+                                   feedforward_channels=48)
+    cfg.model.backbone.out_indices = (0, 2)
+    cfg.model.neck.in_channels = 24
+    cfg.model.match_layer = 0
+    cfg.model.match_centering = centering
+    model = MODELS.build(cfg.model)
+    g = torch.Generator().manual_seed(0)
+    q_out = ((torch.randn(2, 24, generator=g), torch.randn(2, 9, 24, generator=g)),
+             (torch.randn(2, 24, generator=g), torch.randn(2, 9, 24, generator=g)))
+    k_out = ((torch.randn(2, 24, generator=g), torch.randn(2, 9, 24, generator=g)),
+             (torch.randn(2, 24, generator=g), torch.randn(2, 9, 24, generator=g)))
+    q, k = q_out[0][1], k_out[0][1]  # layer 0: the first output
+    if centering:
+        q, k = q - q.mean(1, keepdim=True), k - k.mean(1, keepdim=True)
+    expected = torch.stack([
+        torch.stack([torch.argmax(torch.cosine_similarity(q[b, i][None], k[b], dim=1))
+                     for i in range(9)]) for b in range(2)])
+    assert torch.equal(model.match_patches(q_out, k_out), expected)
+    cfg.model.match_layer = 1
+    with pytest.raises(ValueError, match=r'match_layer=1 is not among the backbone out_indices '
+                                         r'\[0, 2\]'):
+        MODELS.build(cfg.model)
+
+
+def test_hub_share_counts_the_most_chosen_key():
+    from densevit_mm.evaluation import hub_share
+    spread = torch.arange(6)[None].repeat(2, 1)  # every key chosen once
+    one_hub = torch.zeros(2, 6, dtype=torch.long)
+    half = torch.tensor([[0, 0, 0, 1, 2, 3], [5, 5, 5, 5, 5, 5]])
+    assert float(hub_share(spread, 6)) == pytest.approx(1 / 6)
+    assert float(hub_share(one_hub, 6)) == 1
+    assert float(hub_share(half, 6)) == pytest.approx((0.5 + 1) / 2)

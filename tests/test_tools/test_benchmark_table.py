@@ -12,7 +12,7 @@ from PIL import Image
 from densevit_mm.datasets import BUILTIN_MARKER
 
 
-def fake_run(work_dir, checkpoint, data_root, metrics, frozen_stages=-1):
+def fake_run(work_dir, checkpoint, data_root, metrics, frozen_stages=-1, column=None):
     run = osp.join(work_dir, '20260101_000000', 'vis_data')
     os.makedirs(run)
     init = 'None' if checkpoint is None else \
@@ -21,6 +21,8 @@ def fake_run(work_dir, checkpoint, data_root, metrics, frozen_stages=-1):
         f.write(f"model = dict(backbone=dict(type='mmpretrain.DenseViT', arch='densevit-s', "
                 f"frozen_stages={frozen_stages}, init_cfg={init}))\n"
                 f"val_dataloader = dict(dataset=dict(data_root={data_root!r}))\n")
+        if column:
+            f.write(f'benchmark_column = {column!r}\n')
     with open(osp.join(run, 'scalars.json'), 'w') as f:
         f.write(json.dumps({'loss': 1.0, 'step': 10}) + '\n')
         f.write(json.dumps({**metrics, 'step': 20}) + '\n')
@@ -85,3 +87,37 @@ def test_no_metrics_is_a_clear_error(tmp_path, repo_root):
     result = subprocess.run([sys.executable, osp.join(repo_root, 'tools/benchmark_table.py'),
                              str(tmp_path)], capture_output=True, text=True)
     assert result.returncode != 0 and 'logged mIoU or COCO AP' in result.stderr
+
+
+def test_seeds_are_grouped_and_the_oracle_calibrates_each_column(tmp_path, repo_root):
+    data = tmp_path / 'data'
+    os.makedirs(data / 'ade')
+    (data / BUILTIN_MARKER).write_text('{}')
+    oracle = tmp_path / 'oracle.pth'
+    torch.save(dict(meta=dict(cfg="model = dict(type='EncoderDecoder')", iter=600),
+                    state_dict={}), oracle)
+    root = tmp_path / 'runs'
+    probe = {'random': [15.0, 16.0, 17.0], 'oracle': [29.0, 30.0, 31.0]}  # gap 14, std 1
+    tuned = {'random': [33.0, 35.0, 34.0], 'oracle': [35.0, 33.0, 37.0]}  # gap 1, std 1.6
+    for start, checkpoint in (('random', None), ('oracle', str(oracle))):
+        for seed in range(3):
+            fake_run(root / f'seglinear_{start}_seed{seed}', checkpoint, str(data / 'ade'),
+                     {'mIoU': probe[start][seed]}, frozen_stages=12, column='mIoU linear')
+            fake_run(root / f'seg_{start}_seed{seed}', checkpoint, str(data / 'ade'),
+                     {'mIoU': tuned[start][seed]})
+    out = tmp_path / 'results'
+    result = subprocess.run([sys.executable, osp.join(repo_root, 'tools/benchmark_table.py'),
+                             str(root), '--out', str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    markdown = (out / 'results.md').read_text()
+    assert ('| Supervised oracle (labels) | densevit-s | 600 iters | 35.0 ± 2.0 (3) | '
+            '30.0 ± 1.0 (3) |') in markdown
+    assert '| Random init | densevit-s | 0 | 34.0 ± 1.0 (3) | 16.0 ± 1.0 (3) |' in markdown
+    # pooled std: sqrt((1^2 + 2^2) / 2) = 1.58 for the fine-tuned column
+    assert '| mIoU | 34.0 ± 1.0 (3) | 35.0 ± 2.0 (3) | 1.0 | 1.58 | 0.6 | no |' in markdown
+    assert '| mIoU linear | 16.0 ± 1.0 (3) | 30.0 ± 1.0 (3) | 14.0 | 1.00 | 14.0 | yes |' in markdown
+    with open(out / 'results.csv') as f:
+        rows = {r['method']: r for r in csv.DictReader(f) if r['block'] == 'measured'}
+    assert float(rows['Random init']['mIoU linear']) == 16.0
+    assert float(rows['Random init']['mIoU linear std']) == 1.0
+    assert rows['Random init']['mIoU linear n'] == '3'

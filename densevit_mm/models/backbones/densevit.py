@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from mmpretrain.models.backbones import VisionTransformer
-from mmpretrain.models.utils import resize_pos_embed
+from mmpretrain.models.utils import build_2d_sincos_position_embedding, resize_pos_embed
 from mmpretrain.registry import MODELS
 
 
@@ -51,6 +51,9 @@ class DenseViT(VisionTransformer):
             gradient), as MoCo v3 does in contrastive pretraining; same name as mmpretrain's
             ``MoCoV3ViT``.  On the built-in scenes a trained projection turns into a
             mean-colour detector (README, built-in results).  Defaults to False.
+        pos_embed_type (str): ``'learned'`` (DeiT, default) or ``'sincos'``: MoCo v3's fixed
+            2-D sine-cosine position embedding (no gradient; a zero row for the CLS token).
+            A transfer config loads either into a learned one.
         init_cfg (dict | list[dict], optional): Initialisation; defaults to the timm / DeiT
             scheme (truncated normal std 0.02 for linear layers, unit LayerNorm).
         **kwargs: Any other argument of mmpretrain's ``VisionTransformer``
@@ -74,11 +77,15 @@ class DenseViT(VisionTransformer):
                  window_size: Optional[int] = None,
                  global_attn_indexes: Sequence[int] = (),
                  stop_grad_conv1: bool = False,
+                 pos_embed_type: str = 'learned',
                  init_cfg: Optional[Union[dict, list]] = None,
                  **kwargs) -> None:
         if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
             raise ValueError(f'Unknown DenseViT arch {arch!r}; choose one of '
                              f'{sorted(self.arch_zoo)} or pass a dict.')
+        if pos_embed_type not in ('learned', 'sincos'):
+            raise ValueError("pos_embed_type must be 'learned' or 'sincos', got "
+                             f'{pos_embed_type!r}')
         if out_type not in self.OUT_TYPES:
             raise ValueError(f'Unknown out_type {out_type!r}; choose one of '
                              f'{sorted(self.OUT_TYPES)}.')
@@ -106,6 +113,16 @@ class DenseViT(VisionTransformer):
         self.global_attn_indexes = tuple(global_attn_indexes)
         if stop_grad_conv1:
             self.patch_embed.projection.requires_grad_(False)
+        self.pos_embed_type = pos_embed_type
+        if pos_embed_type == 'sincos':
+            self.pos_embed.requires_grad_(False)
+            self._set_sincos_pos_embed()
+
+    @torch.no_grad()
+    def _set_sincos_pos_embed(self) -> None:
+        self.pos_embed.copy_(build_2d_sincos_position_embedding(
+            self.patch_resolution, self.embed_dims,
+            cls_token=self.num_extra_tokens == 1))  # (1, extra + N, C)
 
     def _prepare_pos_embed(self, state_dict, prefix, *args, **kwargs):
         # mmpretrain drops a checkpoint's CLS row only when the grids already agree; drop it
@@ -129,6 +146,8 @@ class DenseViT(VisionTransformer):
         cfg = self.init_cfg
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
             super().init_weights()
+            if self.pos_embed_type == 'sincos':  # the parent draws it at random
+                self._set_sincos_pos_embed()
             return
         from densevit_mm.checkpoint import load_densevit_state_dict
         from mmengine.logging import MMLogger

@@ -29,7 +29,8 @@ class DenseContrastiveHead(BaseModule):
 
     def loss(self, q_global: torch.Tensor, k_global: torch.Tensor, q_dense: torch.Tensor,
              k_dense: torch.Tensor, k_pooled: torch.Tensor, q_backbone: torch.Tensor,
-             k_backbone: torch.Tensor) -> Dict[str, torch.Tensor]:
+             k_backbone: torch.Tensor, match: Optional[torch.Tensor] = None
+             ) -> Dict[str, torch.Tensor]:
         """Unweighted losses; the algorithm applies ``(1 - lambda)`` and ``lambda``.
 
         Args:
@@ -38,6 +39,8 @@ class DenseContrastiveHead(BaseModule):
             k_pooled (Tensor): ``(B, D)`` pooled dense keys, written to the dense queue.
             q_backbone, k_backbone (Tensor): ``(B, N, C)`` backbone patch features, which
                 decide the correspondence.
+            match (Tensor, optional): long ``(B, N)`` correspondence, when the caller has
+                it already (see ``DenseContrastiveLoss.forward``).
 
         Returns:
             dict: ``loss_global`` and, with a dense term, ``loss_dense`` (scalars).
@@ -45,5 +48,5 @@ class DenseContrastiveHead(BaseModule):
         losses = dict(loss_global=self.loss_global(q_global, k_global))
         if self.loss_dense is not None:
             losses['loss_dense'] = self.loss_dense(q_dense, k_dense, q_backbone, k_backbone,
-                                                   k_pooled)
+                                                   k_pooled, match=match)
         return losses

@@ -43,7 +43,8 @@ class DenseContrastiveLoss(QueuedInfoNCE):
         return sim.argmax(dim=2)
 
     def forward(self, q_dense: torch.Tensor, k_dense: torch.Tensor, q_backbone: torch.Tensor,
-                k_backbone: torch.Tensor, k_pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
+                k_backbone: torch.Tensor, k_pooled: Optional[torch.Tensor] = None,
+                match: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Dense loss averaged over all ``B * N`` locations; then enqueue the pooled keys.
 
         Args:
@@ -53,6 +54,10 @@ class DenseContrastiveLoss(QueuedInfoNCE):
             k_backbone (Tensor): ``(B, N, C)`` backbone patch features of the key view.
             k_pooled (Tensor, optional): ``(B, D)`` per-image keys to enqueue, when the neck
                 has them already; defaults to the mean of ``k_dense`` over N.
+            match (Tensor, optional): long ``(B, N)`` key index of each query location, when
+                the caller has computed it (``DenseViTSelfSup.match_patches``: once per step,
+                with its layer and centring options); defaults to
+                ``extract_correspondence(q_backbone, k_backbone)``.
 
         Returns:
             Tensor: Scalar loss.  None of the inputs needs to be normalised.
@@ -66,7 +71,11 @@ class DenseContrastiveLoss(QueuedInfoNCE):
                              f'B, N of the dense features {tuple(q_dense.shape[:2])}, got '
                              f'{tuple(q_backbone.shape)} and {tuple(k_backbone.shape)}')
         k_dense = k_dense.detach()
-        match = self.extract_correspondence(q_backbone, k_backbone.detach())  # (B, N)
+        if match is None:
+            match = self.extract_correspondence(q_backbone, k_backbone.detach())  # (B, N)
+        elif match.shape != q_dense.shape[:2]:
+            raise ValueError(f'match must have shape {tuple(q_dense.shape[:2])} (B, N), got '
+                             f'{tuple(match.shape)}')
         k_matched = torch.gather(
             k_dense, 1, match.unsqueeze(2).expand(-1, -1, k_dense.shape[2]))  # (B, N, D)
         q = F.normalize(q_dense, dim=2).flatten(0, 1)  # (B*N, D)

@@ -9,7 +9,7 @@ from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from densevit_mm.evaluation import correspondence_accuracy
+from densevit_mm.evaluation import correspondence_accuracy, hub_share
 from ..losses import DenseContrastiveLoss, MemoryQueue
 
 
@@ -20,8 +20,9 @@ class DenseViTSelfSup(BaseSelfSupervisor):
     The query view goes through the online backbone and neck; the key view through a
     momentum (EMA) copy of both.  The global term contrasts CLS projections, the dense term
     every patch projection with its best-matching key patch; the backbone features of the
-    two views decide the match.  Unlike DenseCL's ResNet, a ViT has no BatchNorm, so the
-    keys need no batch shuffle across GPUs (as in MoCo v3).
+    two views decide the match (:meth:`match_patches`, logged with its ``hub_share``).
+    Unlike DenseCL's ResNet, a ViT has no BatchNorm, so the keys need no batch shuffle
+    across GPUs (as in MoCo v3).
 
     Args:
         backbone (dict): Backbone config, a ``DenseViT`` with ``out_type='cls_and_patch'``.
@@ -34,6 +35,13 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             ``1 - loss_lambda``. Defaults to 0.5 (DenseCL). ``LambdaWarmupHook`` holds it at
             0 for the first iterations.  A head without a dense term (global-only baseline,
             MoCo v3 style) needs ``loss_lambda=0`` and computes no dense projections.
+        match_layer (int, optional): Backbone layer whose patch tokens decide the match;
+            it must be among the backbone's ``out_indices``.  None (default): the last
+            output, as DenseCL.
+        match_centering (bool): Subtract each view's mean patch token before the cosine,
+            so that the match is decided by what differs between patches rather than by
+            the image-level component they share.  Defaults to False (DenseCL's plain
+            argmax).
         data_preprocessor (dict, optional): Defaults to ``SelfSupDataPreprocessor``.
         init_cfg (dict | list[dict], optional): Initialisation config. Defaults to None.
     """
@@ -44,6 +52,8 @@ class DenseViTSelfSup(BaseSelfSupervisor):
                  head: dict,
                  momentum: float = 0.01,
                  loss_lambda: float = 0.5,
+                 match_layer: Optional[int] = None,
+                 match_centering: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if not 0 < momentum <= 1:
@@ -61,6 +71,17 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             raise ValueError('a head without a dense term (loss_dense=None) is the global-only '
                              f'baseline: set loss_lambda=0, got {loss_lambda}')
         self.loss_lambda = loss_lambda
+        self.match_centering = match_centering
+        self._match_output = -1  # which backbone output decides the match
+        if match_layer is not None:
+            layers = list(self.backbone.out_indices)
+            layer = match_layer % self.backbone.num_layers
+            if layer not in layers:
+                raise ValueError(f'match_layer={match_layer} is not among the backbone '
+                                 f'out_indices {layers}: add it there')
+            self._match_output = layers.index(layer)
+            if self._match_output == len(layers) - 1:
+                self._match_output = -1
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
@@ -111,33 +132,54 @@ class DenseViTSelfSup(BaseSelfSupervisor):
                              'transform with num_views=2 in the data pipeline.')
         view_q, view_k = inputs
         q_out = self.backbone(view_q)
-        q_patch = q_out[-1][1]  # (B, N, C)
         q_global, q_dense, _ = self.neck(q_out)
 
         with torch.no_grad():
             self.target_encoder.update_parameters(nn.Sequential(self.backbone, self.neck))
             key_backbone, key_neck = self.target_encoder.module
             k_out = key_backbone(view_k)
-            k_patch = k_out[-1][1]  # (B, N, C)
             k_global, k_dense, k_pooled = key_neck(k_out)
 
-        losses = self.head.loss(q_global, k_global, q_dense, k_dense, k_pooled, q_patch, k_patch)
+        geometry = data_samples and 'view_geometry' in data_samples[0]
+        match = None  # computed once, for the loss and the diagnostics
+        if self.head.loss_dense is not None or geometry:
+            match = self.match_patches(q_out, k_out)  # (B, N)
+        losses = self.head.loss(q_global, k_global, q_dense, k_dense, k_pooled,
+                                q_out[self._match_output][1], k_out[self._match_output][1],
+                                match=match)
         out = dict(loss_global=(1 - self.loss_lambda) * losses['loss_global'])
         if 'loss_dense' in losses:
             out['loss_dense'] = self.loss_lambda * losses['loss_dense']
-        if data_samples and 'view_geometry' in data_samples[0]:
-            out['corr_acc'] = self._correspondence_accuracy(view_q, q_patch, k_patch,
-                                                            data_samples)
+        if match is not None:
+            out['hub_share'] = hub_share(match, k_out[-1][1].shape[1])
+        if geometry:
+            out['corr_acc'] = self._correspondence_accuracy(view_q, match, data_samples)
         return out
 
     @torch.no_grad()
-    def _correspondence_accuracy(self, view_q: torch.Tensor, q_patch: torch.Tensor,
-                                 k_patch: torch.Tensor, data_samples: List[DataSample]
-                                 ) -> torch.Tensor:
+    def match_patches(self, q_out: tuple, k_out: tuple) -> torch.Tensor:
+        """The dense positives: for each query patch, the most cosine-similar key patch.
+
+        Args:
+            q_out, k_out (tuple): Backbone outputs of the query and the key view, one
+                ``(cls (B, C), patch (B, N, C))`` pair per output layer.
+
+        Returns:
+            Tensor: long ``(B, N)``, decided by the ``match_layer`` tokens, centred per view
+            with ``match_centering``.
+        """
+        q_patch, k_patch = q_out[self._match_output][1], k_out[self._match_output][1]
+        if self.match_centering:
+            q_patch = q_patch - q_patch.mean(dim=1, keepdim=True)  # (B, N, C)
+            k_patch = k_patch - k_patch.mean(dim=1, keepdim=True)
+        return DenseContrastiveLoss.extract_correspondence(q_patch, k_patch)
+
+    @torch.no_grad()
+    def _correspondence_accuracy(self, view_q: torch.Tensor, match: torch.Tensor,
+                                 data_samples: List[DataSample]) -> torch.Tensor:
         """Share of the loss's patch matches within one patch of the true geometric match
         (logged as ``corr_acc``; needs ``MultiViewWithGeometry`` in the pipeline)."""
         geometry = torch.stack([torch.as_tensor(s.view_geometry) for s in data_samples])
-        geometry = geometry.to(q_patch.device, torch.float32)  # (B, 2, 7)
+        geometry = geometry.to(match.device, torch.float32)  # (B, 2, 7)
         grid = tuple(s // self.backbone.patch_size for s in view_q.shape[-2:])
-        match = DenseContrastiveLoss.extract_correspondence(q_patch, k_patch)  # (B, N)
         return correspondence_accuracy(match, geometry[:, 0], geometry[:, 1], grid)
