@@ -1,73 +1,66 @@
 """The whole DenseViT pipeline on built-in generated data, with progress and ETA.
 
     python tools/run_benchmark.py [--work-dir work_dirs/builtin] [--data-root data/builtin]
-                                  [--quick]
+        [--quick] [--epochs 8] [--seeds 3] [--protocols linear fpnfrozen] [--jobs 2]
+        [--pretrain-options key=value ...]
 
-Stages: generate the data (deterministic), pretrain DenseViT (lambda 0.5) and the global-only
-baseline (lambda 0), then, from random init and from both checkpoints: fine-tune on segmentation
-(Semantic FPN), train a linear segmentation head on the frozen backbone, and fine-tune on
-detection (Mask R-CNN); finally write the result table, the training curves and the
-correspondence pictures to <work-dir>/results.  Each stage runs tools/train.py in its own
-process; its full log is in the stage's work dir, and its progress lines are shown here.
-``--quick`` shrinks everything to a smoke test of the pipeline (its numbers mean nothing).
+Stages: generate the data (deterministic; with a labelled split of its own for the oracle),
+pretrain DenseViT (lambda 0.5) and the global-only baseline (lambda 0), train the supervised
+oracle (the segmentation model on the oracle's labelled scenes, whose backbone is what a
+good pretraining could reach), then run every transfer protocol from random init, the
+oracle and both pretrainings, once per seed, ``--jobs`` at a time; finally write the table
+(mean ± std over seeds, and the calibration: each column's oracle gap against its seed
+spread), the training curves, the correspondence pictures and diagnostics to
+<work-dir>/results.  Each stage runs tools/train.py in its own process; its log is in
+<work-dir>/logs.  ``--quick`` shrinks everything to a smoke test (its numbers mean nothing).
+
+Protocols (densevit_mm/benchmark/pipeline.py): ``linear`` (a linear probe on the frozen last
+layer) and ``fpnfrozen`` (Semantic FPN on the frozen backbone) by default; ``finetune``
+(Semantic FPN, whole backbone fine-tuned) and ``det`` (Mask R-CNN) separate random init from
+the oracle by less than three seed deviations at this budget and are left out (docs/).
 """
 import argparse
 import json
 import os
 import os.path as osp
-import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import List
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PRETRAIN = {
-    'densevit': 'configs/builtin/densevit-mini_pretrain_builtin.py',
-    'globalonly': 'configs/builtin/globalonly-mini_pretrain_builtin.py',
-}
-SEG = 'configs/builtin/fpn_densevit-mini_builtin-seg.py'
-SEG_LINEAR = 'configs/builtin/linear_densevit-mini_builtin-seg.py'
-DET = 'configs/builtin/mask-rcnn_densevit-mini_builtin-det.py'
-# (pretraining epochs, seg iterations, det iterations, pretrain images, labelled train/val)
-FULL = dict(epochs=8, seg_iters=300, det_iters=120, images=2048, labelled=(64, 128))
-QUICK = dict(epochs=1, seg_iters=2, det_iters=2, images=32, labelled=(8, 4))
-# seconds a stage takes on 2 CPU cores, until one of its kind has been measured
-ESTIMATE = dict(data=20, pretrain=110, seg=40, seglinear=18, det=135, report=20)
+from densevit_mm.benchmark.pipeline import (ESTIMATE, ORACLE_CONFIG, PRETRAIN_CONFIGS,
+                                            PROTOCOLS, ROOT, Stage, StageRunner, diagnose, fmt,
+                                            log, train_stage, transfer_stage, write_json)
+from densevit_mm.datasets import BUILTIN_MARKER
+
+# pretraining epochs and images, labelled train/val images per task, oracle images and
+# iterations, transfer iterations (None: the protocol's own)
+FULL = dict(epochs=8, images=2048, labelled=(64, 128), oracle=(2048, 300), iters=None)
+QUICK = dict(epochs=1, images=32, labelled=(8, 4), oracle=(16, 2), iters=2)
 
 
-@dataclass
-class Stage:
-    name: str
-    kind: str
-    command: List[str]
+def _data_is_there(data_root: str, info: dict) -> bool:
+    """Whether make_synthetic_data.py finished writing exactly this set there before."""
+    try:
+        with open(osp.join(data_root, BUILTIN_MARKER)) as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return all(marker.get(k) == v for k, v in info.items())
 
 
-def log(msg: str) -> None:
-    print(f'[run_benchmark {time.strftime("%H:%M:%S")}] {msg}', flush=True)
-
-
-def fmt(seconds: float) -> str:
-    return time.strftime('%M:%S' if seconds < 3600 else '%H:%M:%S', time.gmtime(seconds))
-
-
-def train_stage(name, kind, config, work_dir, options) -> Stage:
-    command = [sys.executable, osp.join(ROOT, 'tools/train.py'), config,
-               '--work-dir', work_dir]
-    if options:
-        command += ['--cfg-options', *options]
-    return Stage(name, kind, command)
-
-
-def plan(args, size) -> List[Stage]:
+def plan(args, size) -> dict:
+    """The stages, in groups that run one after the other."""
     w, d = args.work_dir, args.data_root
-    stages = [Stage('generate built-in data', 'data', [
-        sys.executable, osp.join(ROOT, 'tools/make_synthetic_data.py'), d,
-        '--num-images', str(size['images']), '--size', '128',
-        '--num-labelled', str(size['labelled'][0]), '--num-val', str(size['labelled'][1])])]
-    checkpoints = {'random': None}
-    for method, config in PRETRAIN.items():
+    info = dict(num_images=size['images'], size=128, seed=0, num_labelled=size['labelled'][0],
+                num_val=size['labelled'][1], num_oracle=size['oracle'][0])
+    groups = dict(data=[] if _data_is_there(d, info) else [Stage(
+        'generate built-in data', 'data', [
+            sys.executable, osp.join(ROOT, 'tools/make_synthetic_data.py'), d,
+            *[f'--{k.replace("_", "-")}={v}' for k, v in info.items()]])])
+    starts = {'random': None}
+    groups['pretrain'] = []
+    for method in args.methods:
+        config = PRETRAIN_CONFIGS[method]
         work_dir = osp.join(w, f'pretrain_{method}')
         options = [f'train_dataloader.dataset.data_root={d}',
                    f'train_cfg.max_epochs={size["epochs"]}',
@@ -77,80 +70,53 @@ def plan(args, size) -> List[Stage]:
                         f'param_scheduler.1.end={size["epochs"]}']
         if args.quick:
             options += ['train_dataloader.batch_size=8']
-        stages.append(train_stage(f'pretrain {method}', 'pretrain', config, work_dir, options))
-        checkpoints[method] = osp.join(work_dir, f'epoch_{size["epochs"]}.pth')
-    ade = osp.join(d, 'ade', 'ADEChallengeData2016')
-    for task, config, iters, root in (
-            ('seg', SEG, size['seg_iters'], ade),
-            ('seglinear', SEG_LINEAR, size['seg_iters'], ade),
-            ('det', DET, size['det_iters'], osp.join(d, 'coco') + '/')):
-        for method, checkpoint in checkpoints.items():
-            options = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-                       f'default_hooks.checkpoint.interval={iters}',
-                       f'train_dataloader.dataset.data_root={root}',
-                       f'val_dataloader.dataset.data_root={root}',
-                       f'test_dataloader.dataset.data_root={root}',
-                       'model.backbone.init_cfg=None' if checkpoint is None else
-                       f'model.backbone.init_cfg.checkpoint={checkpoint}']
-            if task == 'det':
-                ann = osp.join(root, 'annotations/instances_val2017.json')
-                options += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
-            stages.append(train_stage(f'{task} {method}', task, config,
-                                      osp.join(w, f'{task}_{method}'), options))
-    return stages
-
-
-def run_stage(stage: Stage, index: int, total: int, started: float, remaining: float) -> None:
-    log(f'stage {index}/{total}: {stage.name} (elapsed {fmt(time.time() - started)}, '
-        f'ETA of the whole job ~{fmt(remaining)})')
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    proc = subprocess.Popen(stage.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, cwd=ROOT)
-    tail = []
-    for line in proc.stdout:
-        tail = (tail + [line])[-40:]
-        # mmengine's progress lines carry the stage's own ETA
-        if 'Iter(' in line or 'Epoch(' in line or line.startswith('wrote'):
-            print('    ' + line.rstrip()[line.find('- mmengine - INFO - ') + 20:]
-                  if '- mmengine - INFO - ' in line else '    ' + line.rstrip(), flush=True)
-    if proc.wait() != 0:
-        sys.stdout.write(''.join(tail))
-        raise SystemExit(f'stage "{stage.name}" failed (exit {proc.returncode}); '
-                         f'command: {" ".join(stage.command)}')
+        options += args.pretrain_options or []
+        groups['pretrain'].append(train_stage(f'pretrain {method}', 'pretrain', config,
+                                              work_dir, options))
+        starts[method] = osp.join(work_dir, f'epoch_{size["epochs"]}.pth')
+    images, iters = size['oracle']
+    oracle_root = osp.join(d, 'oracle', 'ADEChallengeData2016')
+    # not validated: only its backbone counts, through the transfer protocols
+    groups['oracle'] = [] if 'oracle' not in args.starts else [train_stage(
+        'supervised oracle', 'oracle', ORACLE_CONFIG, osp.join(w, 'oracle'), [
+            'model.backbone.init_cfg=None', f'train_cfg.max_iters={iters}',
+            f'default_hooks.checkpoint.interval={iters}', 'randomness.seed=0',
+            f'train_dataloader.dataset.data_root={oracle_root}'], validate=False)]
+    starts['oracle'] = osp.join(w, 'oracle', f'iter_{iters}.pth')
+    groups['transfer'] = [
+        transfer_stage(protocol, start, starts[start], seed, d, w, size['iters'])
+        for protocol in args.protocols for start in args.starts
+        for seed in range(args.seeds)]
+    return groups
 
 
 def report(args, size) -> None:
-    """Table, curves and correspondence pictures into <work-dir>/results."""
+    """Table, curves, correspondence pictures and diagnostics into <work-dir>/results."""
     results = osp.join(args.work_dir, 'results')
     os.makedirs(results, exist_ok=True)
     py = [sys.executable]
-    subprocess.run(py + [osp.join(ROOT, 'tools/plot_training_curves.py'),
-                         *[osp.join(args.work_dir, f'pretrain_{m}') for m in PRETRAIN],
-                         '--out', osp.join(results, 'training_curves.png')], check=True, cwd=ROOT)
-    diagnostics = {}
+    if args.methods:
+        subprocess.run(py + [osp.join(ROOT, 'tools/plot_training_curves.py'),
+                             *[osp.join(args.work_dir, f'pretrain_{m}') for m in args.methods],
+                             '--out', osp.join(results, 'training_curves.png')],
+                       check=True, cwd=ROOT)
     images = osp.join(args.data_root, 'pretrain')
-    runs = [('random init', PRETRAIN['densevit'], None)] + [
-        (m, config, osp.join(args.work_dir, f'pretrain_{m}', f'epoch_{size["epochs"]}.pth'))
-        for m, config in PRETRAIN.items()]
-    for name, config, checkpoint in runs:
-        out = osp.join(results, f'correspondence_{name.replace(" ", "_")}.png')
-        command = py + [osp.join(ROOT, 'tools/visualize_correspondence.py'),
-                        config, images, '--out', out, '--num-images', '64']
-        if checkpoint:
-            command += ['--checkpoint', checkpoint]
-        text = subprocess.run(command, check=True, capture_output=True, text=True,
-                              cwd=ROOT).stdout
-        diagnostics[name] = dict(
-            correspondence_accuracy=float(re.search(r'accuracy .* images: ([0-9.]+)', text)[1]),
-            rankme=float(re.search(r'RankMe .* images: ([0-9.]+)', text)[1]))
-    with open(osp.join(results, 'diagnostics.json'), 'w') as f:
-        json.dump(diagnostics, f, indent=2)
+    runs = [('random init', PRETRAIN_CONFIGS['densevit'], None)] * ('random' in args.starts) + [
+        (m, PRETRAIN_CONFIGS[m], osp.join(args.work_dir, f'pretrain_{m}',
+                                          f'epoch_{size["epochs"]}.pth'))
+        for m in args.methods]
+    diagnostics = {name: diagnose(config, checkpoint, images, osp.join(
+        results, f'correspondence_{name.replace(" ", "_")}.png'))
+        for name, config, checkpoint in runs}
+    write_json(diagnostics, osp.join(results, 'diagnostics.json'))
     subprocess.run(py + [osp.join(ROOT, 'tools/benchmark_table.py'), args.work_dir,
                          '--out', results], check=True, cwd=ROOT)
-    print('Diagnostics over 64 view pairs: correspondence accuracy (argmax match within one '
-          'patch of the true one, 6x6 grid) and RankMe of the patch tokens (of at most the width):')
+    print('Diagnostics over 64 view pairs (6x6 patch grid): correspondence accuracy (argmax '
+          'match within one patch of the true one), RankMe of the patch tokens (of at most the '
+          'width), hub share (a pair\'s matches going to its most-chosen key patch):')
     for name, value in diagnostics.items():
-        print(f'  {name:12s} {value["correspondence_accuracy"]:.3f}  {value["rankme"]:6.1f}')
+        print(f'  {name:12s} {value["correspondence_accuracy"]:.3f}  {value["rankme"]:6.1f}  '
+              f'{value["hub_share"]:.3f}')
 
 
 def main() -> None:
@@ -158,35 +124,49 @@ def main() -> None:
     parser.add_argument('--work-dir', default='work_dirs/builtin')
     parser.add_argument('--data-root', default='data/builtin')
     parser.add_argument('--quick', action='store_true',
-                        help='tiny sizes: checks the pipeline in about two minutes')
+                        help='tiny sizes: checks the pipeline in a few minutes')
     parser.add_argument('--epochs', type=int,
                         help=f'pretraining epochs (default {FULL["epochs"]}; each adds about '
-                             f'14 s per pretraining on 2 CPU cores)')
+                             f'{2 * ESTIMATE["pretrain"] / FULL["epochs"]:.0f} s to the two '
+                             'pretrainings on 2 CPU cores)')
+    parser.add_argument('--seeds', type=int, default=3, help='seeds per transfer run')
+    parser.add_argument('--protocols', nargs='+', choices=sorted(PROTOCOLS),
+                        default=[p for p, spec in PROTOCOLS.items() if spec['default']],
+                        help='transfer protocols (default: the ones that pass calibration)')
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='transfer runs at a time, the cores shared among them (default 2)')
+    parser.add_argument('--pretrain-options', nargs='+', metavar='KEY=VALUE',
+                        help='--cfg-options for the pretrainings (a recipe change)')
+    parser.add_argument('--methods', nargs='*', choices=sorted(PRETRAIN_CONFIGS),
+                        default=list(PRETRAIN_CONFIGS), help='pretrainings to run')
+    parser.add_argument('--starts', nargs='+', default=['random', 'oracle'] + list(
+                            PRETRAIN_CONFIGS), help='backbones the transfer protocols start '
+                        'from: random, oracle and the pretrained --methods')
     args = parser.parse_args()
+    unknown = set(args.starts) - {'random', 'oracle', *args.methods}
+    if unknown:
+        parser.error(f'--starts {sorted(unknown)}: neither random, oracle nor a --methods one')
     args.work_dir, args.data_root = osp.abspath(args.work_dir), osp.abspath(args.data_root)
+    if args.seeds < 1 or args.jobs < 1:
+        parser.error('--seeds and --jobs must be positive')
     size = dict(QUICK if args.quick else FULL)
     if args.epochs is not None:
         if args.epochs < 1:
             parser.error(f'--epochs must be positive, got {args.epochs}')
         size['epochs'] = args.epochs
         ESTIMATE['pretrain'] *= args.epochs / FULL['epochs']
-    stages = plan(args, size)
-    started = time.time()
-    measured = {}  # kind -> seconds of the stages of that kind done so far
-
-    def expected(kind):
-        done = measured.get(kind)
-        return sum(done) / len(done) if done else ESTIMATE[kind]
-
-    for i, stage in enumerate(stages):
-        remaining = sum(expected(s.kind) for s in stages[i:]) + expected('report')
-        stage_start = time.time()
-        run_stage(stage, i + 1, len(stages) + 1, started, remaining)
-        measured.setdefault(stage.kind, []).append(time.time() - stage_start)
-    log(f'stage {len(stages) + 1}/{len(stages) + 1}: results (elapsed '
-        f'{fmt(time.time() - started)})')
+    groups = plan(args, size)
+    runner = StageRunner(sum(map(len, groups.values())) + 1,
+                         osp.join(args.work_dir, 'logs'), jobs=args.jobs)
+    kinds = list(groups)
+    for i, (name, stages) in enumerate(groups.items()):
+        later = [s.kind for g in kinds[i + 1:] for s in groups[g]]
+        runner.run(stages, later=later + ['report'], parallel=(name == 'transfer'))
+    runner.done += 1
+    log(f'stage {runner.done}/{runner.total}: results (elapsed '
+        f'{fmt(time.time() - runner.started)})')
     report(args, size)
-    log(f'done in {fmt(time.time() - started)}; results in {args.work_dir}/results')
+    log(f'done in {fmt(time.time() - runner.started)}; results in {args.work_dir}/results')
 
 
 if __name__ == '__main__':

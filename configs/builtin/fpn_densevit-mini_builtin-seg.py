@@ -4,6 +4,7 @@
 # with the mini backbone.  Random init: --cfg-options model.backbone.init_cfg=None
 _base_ = ['../segmentation/fpn_densevit-s_4xb4-40k_ade20k-512x512.py']
 
+benchmark_column = 'mIoU FPN (fine-tuned)'  # tools/benchmark_table.py's column
 mini_arch = dict(_delete_=True, embed_dims=192, num_layers=4, num_heads=3,
                  feedforward_channels=768)
 checkpoint = 'work_dirs/builtin/pretrain_densevit/epoch_8.pth'  # where run_benchmark puts it

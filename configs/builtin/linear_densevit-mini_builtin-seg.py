@@ -6,6 +6,8 @@
 # Random init: --cfg-options model.backbone.init_cfg=None
 _base_ = ['./fpn_densevit-mini_builtin-seg.py']
 
+benchmark_column = 'mIoU linear (frozen)'  # tools/benchmark_table.py's column
+
 model = dict(
     backbone=dict(out_indices=(3,), frozen_stages=4),
     neck=None,

@@ -23,7 +23,8 @@ PUBLISHED_CSV = osp.join(osp.dirname(__file__), 'published_results.csv')
 METRICS = {'mIoU': 'mIoU', 'coco/bbox_mAP': 'APbox', 'coco/segm_mAP': 'APmask'}
 # a run whose backbone is frozen whole reports its metrics under '<name> frozen'; configs
 # may name their own column; these come first, in this order
-COLUMNS = ('mIoU', 'mIoU frozen', 'APbox', 'APmask')
+COLUMNS = ('mIoU linear (frozen)', 'mIoU FPN (frozen backbone)', 'mIoU FPN (fine-tuned)', 'mIoU',
+           'mIoU frozen', 'APbox', 'APmask')
 RANDOM_INIT, ORACLE = 'Random init', 'Supervised oracle (labels)'
 
 
