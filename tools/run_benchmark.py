@@ -158,10 +158,11 @@ def main() -> None:
     groups = plan(args, size)
     runner = StageRunner(sum(map(len, groups.values())) + 1,
                          osp.join(args.work_dir, 'logs'), jobs=args.jobs)
-    kinds = list(groups)
-    for i, (name, stages) in enumerate(groups.items()):
-        later = [s.kind for g in kinds[i + 1:] for s in groups[g]]
-        runner.run(stages, later=later + ['report'], parallel=(name == 'transfer'))
+    parallel = dict(data=False, pretrain=True, oracle=False, transfer=True)
+    names = list(groups)
+    for i, name in enumerate(names):
+        later = [(s.kind, parallel[g]) for g in names[i + 1:] for s in groups[g]]
+        runner.run(groups[name], parallel[name], later + [('report', False)])
     runner.done += 1
     log(f'stage {runner.done}/{runner.total}: results (elapsed '
         f'{fmt(time.time() - runner.started)})')

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PRETRAIN_CONFIGS = {
@@ -22,15 +22,16 @@ PROTOCOLS = {
     'linear': dict(config='configs/builtin/linear_densevit-mini_builtin-seg.py', iters=300,
                    data='ade', default=True),
     'fpnfrozen': dict(config='configs/builtin/fpn-frozen_densevit-mini_builtin-seg.py',
-                      iters=300, data='ade', default=True),
+                      iters=150, data='ade', default=True),
     'finetune': dict(config='configs/builtin/fpn_densevit-mini_builtin-seg.py', iters=300,
                      data='ade', default=False),
     'det': dict(config='configs/builtin/mask-rcnn_densevit-mini_builtin-det.py', iters=120,
                 data='coco', default=False),
 }
-# seconds a stage of each kind takes on 2 CPU cores (one at a time), until one is measured
-ESTIMATE = dict(data=45, pretrain=150, oracle=60, linear=25, fpnfrozen=30, finetune=60,
-                det=200, report=40)
+# seconds a stage of each kind takes on 2 CPU cores (two at a time for the pretrainings and
+# the transfer runs), until one has been measured
+ESTIMATE = dict(data=40, pretrain=215, oracle=60, linear=28, fpnfrozen=40, finetune=90,
+                det=300, report=40)
 
 
 @dataclass
@@ -97,14 +98,16 @@ class StageRunner:
         done = self.measured.get(kind)
         return sum(done) / len(done) if done else ESTIMATE[kind]
 
-    def eta(self, pending: List[Stage], later: List[str], jobs: int) -> float:
-        """Seconds left: the pending stages (``jobs`` at a time) and the later kinds."""
+    def eta(self, pending: List[Stage], jobs: int, later: List[Tuple[str, bool]]) -> float:
+        """Seconds left: the pending stages, ``jobs`` at a time, and the stages still to
+        come after them, ``(kind, run in parallel)``."""
         return (sum(self.expected(s.kind) for s in pending) / jobs
-                + sum(self.expected(k) for k in later))
+                + sum(self.expected(k) / (self.jobs if p else 1) for k, p in later))
 
-    def run(self, stages: List[Stage], later: List[str] = (), parallel: bool = False) -> None:
-        """Run ``stages`` (``parallel``: ``jobs`` at a time); ``later``: the kinds of the
-        stages still to come after these, for the ETA."""
+    def run(self, stages: List[Stage], parallel: bool = False,
+            later: List[Tuple[str, bool]] = ()) -> None:
+        """Run ``stages`` (``parallel``: ``jobs`` at a time); ``later``: the stages still to
+        come after these, ``(kind, run in parallel)``, for the ETA."""
         jobs = self.jobs if parallel else 1
         threads = max(1, (os.cpu_count() or 1) // jobs)
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
@@ -116,7 +119,7 @@ class StageRunner:
                 self.done += 1
                 log(f'stage {self.done}/{self.total}: {stage.name} (elapsed '
                     f'{fmt(time.time() - self.started)}, ETA of the whole job '
-                    f'~{fmt(self.eta([stage] + queue, list(later), jobs))})')
+                    f'~{fmt(self.eta([stage] + queue, jobs, list(later)))})')
                 path = osp.join(self.log_dir, re.sub(r'\W+', '_', stage.name) + '.log')
                 with open(path, 'w') as out:
                     proc = subprocess.Popen(stage.command, stdout=out, stderr=subprocess.STDOUT,
