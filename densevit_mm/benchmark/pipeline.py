@@ -19,10 +19,10 @@ PRETRAIN_CONFIGS = {
 ORACLE_CONFIG = 'configs/builtin/fpn_densevit-mini_builtin-seg.py'
 # transfer protocols: config, iterations, data set, and whether the main job runs them
 PROTOCOLS = {
-    'linear': dict(config='configs/builtin/linear_densevit-mini_builtin-seg.py', iters=300,
+    'linear': dict(config='configs/builtin/linear_densevit-mini_builtin-seg.py', iters=200,
                    data='ade', default=True),
     'fpnfrozen': dict(config='configs/builtin/fpn-frozen_densevit-mini_builtin-seg.py',
-                      iters=150, data='ade', default=True),
+                      iters=100, data='ade', default=True),
     'finetune': dict(config='configs/builtin/fpn_densevit-mini_builtin-seg.py', iters=300,
                      data='ade', default=False),
     'det': dict(config='configs/builtin/mask-rcnn_densevit-mini_builtin-det.py', iters=120,
@@ -30,7 +30,7 @@ PROTOCOLS = {
 }
 # seconds a stage of each kind takes on 2 CPU cores (two at a time for the pretrainings and
 # the transfer runs), until one has been measured
-ESTIMATE = dict(data=40, pretrain=215, oracle=60, linear=28, fpnfrozen=40, finetune=90,
+ESTIMATE = dict(data=45, pretrain=250, oracle=60, linear=25, fpnfrozen=35, finetune=90,
                 det=300, report=40)
 
 
@@ -108,8 +108,8 @@ class StageRunner:
             later: List[Tuple[str, bool]] = ()) -> None:
         """Run ``stages`` (``parallel``: ``jobs`` at a time); ``later``: the stages still to
         come after these, ``(kind, run in parallel)``, for the ETA."""
-        jobs = self.jobs if parallel else 1
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        jobs = min(self.jobs, len(stages)) if parallel else 1
+        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
                    OMP_NUM_THREADS=str(threads))
         queue, running = list(stages), []
