@@ -21,6 +21,8 @@ class DenseContrastiveLoss(QueuedInfoNCE):
         queue_len (int): Number of negative keys kept. Defaults to 65536.
         feat_dim (int): Dimension of the dense projections. Defaults to 128.
         temperature (float): Softmax temperature. Defaults to 0.2.
+        implementation (str), chunk_size (int): How the InfoNCE is computed; see
+            :class:`QueuedInfoNCE`.
     """
 
     @staticmethod

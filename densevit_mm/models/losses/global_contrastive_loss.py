@@ -14,6 +14,8 @@ class GlobalContrastiveLoss(QueuedInfoNCE):
         queue_len (int): Number of negative keys kept. Defaults to 65536.
         feat_dim (int): Dimension of the projected vectors. Defaults to 128.
         temperature (float): Softmax temperature. Defaults to 0.2.
+        implementation (str), chunk_size (int): How the InfoNCE is computed; see
+            :class:`QueuedInfoNCE`.
     """
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,8 @@
 """InfoNCE against a fixed set of negatives: the one formula both contrastive terms use."""
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
-from .chunked_info_nce import chunked_info_nce
+from .lean_info_nce import chunked_info_nce, fused_info_nce, fused_kernel_for
 from .memory_queue import MemoryQueue
 
 
@@ -13,7 +11,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor,
     """Mean over rows of ``-log(exp(q.k/t) / (exp(q.k/t) + sum_j exp(q.n_j/t)))``.
 
     The naive path: it materialises the ``(M, 1 + K)`` logits.  It is the reference for
-    :func:`chunked_info_nce`, which the losses use by default.
+    :func:`fused_info_nce` and :func:`chunked_info_nce`, which the losses use.
 
     Args:
         q (Tensor): Queries ``(M, D)``, L2-normalised.
@@ -40,31 +38,46 @@ class QueuedInfoNCE(MemoryQueue):
         queue_len (int): Number of negative keys kept. Defaults to 65536.
         feat_dim (int): Dimension of the projected vectors. Defaults to 128.
         temperature (float): Softmax temperature. Defaults to 0.2.
-        chunk_size (int, optional): Queue rows per chunk of the memory-lean InfoNCE
-            (:func:`chunked_info_nce`); ``None`` selects the naive reference path, which
-            materialises all logits. Defaults to 2048 (tools/benchmark_pretrain.py: on CPU 512-2048
-            are equally fast, 2.2x faster than naive; the largest is kindest to GPUs).
+        implementation (str): How the InfoNCE against the queue is computed, all to the same
+            value and gradient: ``'fused'`` (:func:`fused_info_nce`, a fused attention kernel),
+            ``'chunked'`` (:func:`chunked_info_nce`), ``'naive'`` (:func:`info_nce`, the
+            reference; it materialises all logits) or ``'auto'``: fused where a kernel serves
+            the device and dtype, chunked elsewhere.  tools/benchmark_pretrain.py measures
+            them side by side. Defaults to ``'auto'``.
+        chunk_size (int): Queue rows per chunk of the chunked path. Defaults to 2048 (on CPU
+            512-2048 are equally fast; the largest is kindest to GPUs).
     """
 
+    IMPLEMENTATIONS = ('auto', 'fused', 'chunked', 'naive')
+
     def __init__(self, queue_len: int = 65536, feat_dim: int = 128, temperature: float = 0.2,
-                 chunk_size: Optional[int] = 2048) -> None:
+                 implementation: str = 'auto', chunk_size: int = 2048) -> None:
         super().__init__(queue_len=queue_len, feat_dim=feat_dim)
         if temperature <= 0:
             raise ValueError(f'temperature must be positive, got {temperature}')
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f'chunk_size must be positive or None, got {chunk_size}')
+        if implementation not in self.IMPLEMENTATIONS:
+            raise ValueError(f'implementation must be one of {self.IMPLEMENTATIONS}, '
+                             f'got {implementation!r}')
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be positive, got {chunk_size}')
         self.temperature = temperature
+        self.implementation = implementation
         self.chunk_size = chunk_size
 
     def contrast_and_enqueue(self, q: torch.Tensor, k: torch.Tensor,
                              new_keys: torch.Tensor) -> torch.Tensor:
         """InfoNCE of unit ``q`` ``(M, D)`` vs unit ``k`` ``(M, D)`` and the current queue; then
         write unit ``new_keys`` ``(n, D)``.  The negatives are the queue before the write."""
-        if self.chunk_size is None:
+        path = self.implementation
+        if path == 'auto':
+            path = 'fused' if fused_kernel_for(q) is not None else 'chunked'
+        if path == 'naive':
             # clone: enqueue() writes the buffer in place and this backward needs the rows
             loss = info_nce(q, k, self.queue.clone(), self.temperature)
+        elif path == 'fused':
+            # like chunked: finishes its gradient in forward, keeps no reference to the queue
+            loss = fused_info_nce(q, k, self.queue, self.temperature)
         else:
-            # finishes its gradient in forward and keeps no reference to the queue
             loss = chunked_info_nce(q, k, self.queue, self.temperature, self.chunk_size)
         self.enqueue(new_keys)
         return loss

@@ -1,0 +1,65 @@
+"""PyTorch's fused attention kernels, called so that they also return the log-sum-exp.
+
+``softmax(q . n_j * scale)`` over a queue of negatives ``n`` is attention with the queue as
+keys and values: the kernel returns ``out_i = sum_j softmax_j(q_i . n_j * scale) n_j`` and
+``lse_i = LSE_j(q_i . n_j * scale)`` without materialising the ``(M, K)`` scores.  The public
+``scaled_dot_product_attention`` does not return the log-sum-exp, so this file calls the
+private ``aten`` operators behind it.  They are the only private API the project uses and live
+here alone; ``tests/test_models/test_lean_info_nce.py`` fails if a torch upgrade removes or
+changes them.
+"""
+from typing import Optional, Tuple
+
+import torch
+
+_FLASH_CPU = 'aten::_scaled_dot_product_flash_attention_for_cpu'
+_FLASH_CUDA = 'aten::_scaled_dot_product_flash_attention'
+_EFFICIENT_CUDA = 'aten::_scaled_dot_product_efficient_attention'
+
+
+def _op(qualified_name: str):
+    """The operator overload, or None when this torch build lacks it."""
+    return getattr(getattr(torch.ops.aten, qualified_name.split('::')[1], None), 'default', None)
+
+
+def fused_kernel(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """Name of the fused kernel that serves ``device`` and ``dtype``, or None.
+
+    CPU: the flash-attention kernel (fp32, bf16, fp16).  CUDA: FlashAttention-2 for bf16 /
+    fp16 on compute capability 8.0 and newer, the memory-efficient kernel otherwise (fp32).
+    """
+    device = torch.device(device)
+    if device.type == 'cpu':
+        name = _FLASH_CPU if dtype in (torch.float32, torch.bfloat16, torch.float16) else None
+    elif device.type == 'cuda':
+        low_precision = dtype in (torch.bfloat16, torch.float16)
+        flash_ok = low_precision and torch.cuda.get_device_capability(device)[0] >= 8
+        name = _FLASH_CUDA if flash_ok else (
+            _EFFICIENT_CUDA if dtype in (torch.float32, torch.bfloat16, torch.float16) else None)
+    else:
+        name = None
+    return name if name is not None and _op(name) is not None else None
+
+
+def attention_with_lse(q: torch.Tensor, keys: torch.Tensor, scale: float,
+                       kernel: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Softmax-weighted sum of ``keys`` and the log-sum-exp per row, from a fused kernel.
+
+    Args:
+        q (Tensor): ``(M, D)`` queries.
+        keys (Tensor): ``(K, D)``, the same dtype and device as ``q``; also the values.
+        scale (float): Multiplies the scores (``1 / temperature``).
+        kernel (str): A name returned by :func:`fused_kernel` for this device and dtype.
+
+    Returns:
+        tuple: ``out`` ``(M, D)`` in the input dtype and ``lse`` ``(M,)`` in float32.
+    """
+    q4, k4 = q[None, None], keys[None, None]  # (1, 1, M, D), (1, 1, K, D): batch and head of 1
+    if kernel in (_FLASH_CPU, _FLASH_CUDA):
+        out, lse = _op(kernel)(q4, k4, k4, scale=scale)[:2]
+    elif kernel == _EFFICIENT_CUDA:
+        out, lse = _op(kernel)(q4, k4, k4, None, True, scale=scale)[:2]
+    else:
+        raise ValueError(f'unknown fused attention kernel {kernel!r}')
+    # the memory-efficient kernel pads the log-sum-exp to a multiple of its block
+    return out[0, 0], lse[0, 0, :q.shape[0]].float()

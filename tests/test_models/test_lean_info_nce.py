@@ -1,0 +1,158 @@
+"""The fused and chunked InfoNCE paths against the naive reference ``info_nce``."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from densevit_mm.models.losses import (DenseContrastiveLoss, GlobalContrastiveLoss,
+                                       chunked_info_nce, fused_info_nce, fused_kernel_for,
+                                       info_nce)
+from densevit_mm.models.losses.fused_attention import attention_with_lse, fused_kernel
+
+PATHS = {'fused': lambda q, k, n, t: fused_info_nce(q, k, n, t),
+         'chunked 333': lambda q, k, n, t: chunked_info_nce(q, k, n, t, 333),
+         'chunked 1': lambda q, k, n, t: chunked_info_nce(q, k, n, t, 1)}
+
+
+def unit(*shape, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
+
+
+def test_the_private_kernels_are_there_and_return_the_log_sum_exp():
+    # Fails loudly if a torch upgrade removes or changes the operator behind fused_info_nce,
+    # instead of the losses silently falling back to the slower chunked path.
+    assert fused_kernel('cpu', torch.float32) is not None
+    assert fused_kernel('cpu', torch.bfloat16) is not None
+    q, keys = unit(70, 16, seed=0), unit(300, 16, seed=1)
+    out, lse = attention_with_lse(q, keys, 5., fused_kernel('cpu', torch.float32))
+    scores = q @ keys.t() * 5.  # (M, K)
+    assert out.shape == (70, 16) and lse.shape == (70,) and lse.dtype == torch.float32
+    torch.testing.assert_close(lse, torch.logsumexp(scores, dim=1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, scores.softmax(dim=1) @ keys, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('path', PATHS)
+@pytest.mark.parametrize('M,K,D', [(1, 1, 4), (37, 100, 8), (64, 1000, 16), (200, 4097, 32),
+                                   (513, 2049, 128), (50, 10, 8)])
+def test_loss_and_gradients_equal_the_naive_path(path, M, K, D):
+    q, k, n = unit(M, D, seed=0), unit(M, D, seed=1), unit(K, D, seed=2)
+    q1, k1 = q.clone().requires_grad_(), k.clone().requires_grad_()
+    q2, k2 = q.clone().requires_grad_(), k.clone().requires_grad_()
+    naive = info_nce(q1, k1, n, 0.2)
+    lean = PATHS[path](q2, k2, n, 0.2)
+    naive.backward()
+    lean.backward()
+    assert abs(float(naive) - float(lean)) < 1e-5
+    torch.testing.assert_close(q2.grad, q1.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(k2.grad, k1.grad, atol=1e-5, rtol=0)
+
+
+def test_chunked_is_exact_in_float64_and_stable_at_extreme_logits():
+    q, n = unit(30, 8, seed=3, dtype=torch.float64), unit(77, 8, seed=4, dtype=torch.float64)
+    n[5] = q[0]  # a negative identical to a query: logit 1 / 0.01 = 100
+    q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
+    naive, lean = info_nce(q1, q, n, 0.01), chunked_info_nce(q2, q, n, 0.01, 10)
+    naive.backward()
+    lean.backward()
+    assert torch.isfinite(lean) and abs(float(naive) - float(lean)) < 1e-12
+    torch.testing.assert_close(q2.grad, q1.grad, atol=1e-12, rtol=0)
+
+
+def test_fused_is_stable_at_extreme_logits():
+    q, n = unit(30, 8, seed=3), unit(77, 8, seed=4)
+    n[5] = q[0]
+    q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
+    naive, fused = info_nce(q1, q, n, 0.01), fused_info_nce(q2, q, n, 0.01)
+    naive.backward()
+    fused.backward()
+    assert torch.isfinite(fused) and float(fused) == pytest.approx(float(naive), rel=1e-5)
+    torch.testing.assert_close(q2.grad, q1.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('path', PATHS)
+def test_bf16_autocast_stays_close_and_finite(path):
+    q, k, n = unit(128, 32, seed=5), unit(128, 32, seed=6), unit(3000, 32, seed=7)
+    reference = float(info_nce(q, k, n, 0.2))
+    qb = q.clone().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        lean = PATHS[path](qb, k, n, 0.2)
+    lean.backward()
+    assert lean.dtype == torch.float32 and qb.grad.dtype == torch.float32
+    assert torch.isfinite(qb.grad).all()
+    assert float(lean) == pytest.approx(reference, rel=2e-2)  # bf16 has 8 mantissa bits
+    q32 = q.clone().requires_grad_()
+    info_nce(q32, k, n, 0.2).backward()
+    cosine = F.cosine_similarity(qb.grad.flatten(), q32.grad.flatten(), dim=0)
+    assert cosine > 0.99
+
+
+def test_fused_runs_bf16_inputs_in_bf16():
+    q, k, n = unit(64, 16, seed=5), unit(64, 16, seed=6), unit(500, 16, seed=7)
+    assert fused_kernel_for(q.bfloat16()) is not None
+    qb = q.bfloat16().requires_grad_()
+    loss = fused_info_nce(qb, k.bfloat16(), n.bfloat16(), 0.2)
+    loss.backward()
+    assert qb.grad.dtype == torch.bfloat16 and torch.isfinite(qb.grad.float()).all()
+    assert float(loss) == pytest.approx(float(info_nce(q, k, n, 0.2)), rel=2e-2)
+
+
+def test_fused_refuses_a_dtype_without_kernel():
+    q = unit(4, 8, seed=0, dtype=torch.float64)
+    assert fused_kernel_for(q) is None
+    with pytest.raises(RuntimeError, match='no fused attention kernel serves cpu / torch.float64'):
+        fused_info_nce(q, q, unit(5, 8, seed=1, dtype=torch.float64), 0.2)
+
+
+@pytest.mark.parametrize('path', PATHS)
+def test_no_gradient_reaches_the_negatives(path):
+    q = unit(10, 8, seed=8).requires_grad_()
+    n = unit(20, 8, seed=9).requires_grad_()
+    PATHS[path](q, unit(10, 8, seed=10), n, 0.2).backward()
+    assert n.grad is None and q.grad is not None
+
+
+@pytest.mark.parametrize('cls', [DenseContrastiveLoss, GlobalContrastiveLoss])
+@pytest.mark.parametrize('implementation', ['auto', 'fused', 'chunked'])
+def test_losses_give_the_same_result_with_every_implementation(cls, implementation):
+    lean = cls(queue_len=50, feat_dim=8, implementation=implementation, chunk_size=16)
+    naive = cls(queue_len=50, feat_dim=8, implementation='naive')
+    naive.load_state_dict(lean.state_dict())
+    shape = (3, 5, 8) if cls is DenseContrastiveLoss else (3, 8)
+    inputs = [torch.randn(*shape), torch.randn(*shape)]
+    if cls is DenseContrastiveLoss:
+        inputs += [torch.randn(3, 5, 6), torch.randn(3, 5, 6)]
+    a = [x.clone().requires_grad_() for x in inputs[:1]] + inputs[1:]
+    b = [x.clone().requires_grad_() for x in inputs[:1]] + inputs[1:]
+    loss_lean, loss_naive = lean(*a), naive(*b)
+    loss_lean.backward()
+    loss_naive.backward()
+    assert abs(float(loss_lean) - float(loss_naive)) < 1e-5
+    torch.testing.assert_close(a[0].grad, b[0].grad, atol=1e-5, rtol=0)
+    assert torch.equal(lean.queue, naive.queue) and int(lean.queue_ptr) == int(naive.queue_ptr)
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match='chunk_size must be positive'):
+        DenseContrastiveLoss(chunk_size=0)
+    with pytest.raises(ValueError, match="implementation must be one of .*got 'flash'"):
+        GlobalContrastiveLoss(implementation='flash')
+    with pytest.raises(ValueError, match='chunk_size must be positive'):
+        chunked_info_nce(unit(2, 4, seed=0), unit(2, 4, seed=1), unit(3, 4, seed=2), 0.2, 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_kernels_equal_the_naive_path(dtype):
+    q, k, n = (unit(*s, seed=i).cuda() for i, s in enumerate([(1000, 128), (1000, 128),
+                                                               (4099, 128)]))
+    assert fused_kernel_for(q.to(dtype)) is not None
+    q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
+    naive = info_nce(q1, k, n, 0.2)
+    with torch.autocast('cuda', dtype=dtype, enabled=dtype != torch.float32):
+        fused = fused_info_nce(q2, k, n, 0.2)
+    naive.backward()
+    fused.backward()
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.isfinite(fused) and float(fused) == pytest.approx(float(naive), rel=tol)
+    cosine = F.cosine_similarity(q1.grad.flatten(), q2.grad.flatten(), dim=0)
+    assert cosine > (1 - 1e-6 if dtype == torch.float32 else 0.99)
