@@ -4,30 +4,46 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 
-def test_loss_comparison_writes_ratios(tmp_path, repo_root):
-    out = tmp_path / 'bench.json'
+
+def run_tool(repo_root, out, *args):
     result = subprocess.run(
         [sys.executable, osp.join(repo_root, 'tools/benchmark_pretrain.py'), '--device', 'cpu',
-         '--loss-shape', '64', '300', '16', '--chunk-sizes', '64', '--reps', '1',
-         '--skip-step', '--out', str(out)], capture_output=True, text=True, timeout=300)
+         '--reps', '1', '--out', str(out), *args], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_loss_comparison_has_every_path_with_ratios(tmp_path, repo_root):
+    report, stdout = run_tool(repo_root, tmp_path / 'bench.json', '--loss-shape', '64', '300',
+                              '16', '--chunk-sizes', '64', '--step-chunk', '128',
+                              '--batch', '4', '--skip-step')
     assert report['loss_shape'] == [64, 300, 16]
-    lean = report['loss']['chunk_64']
-    assert lean['seconds'] > 0 and lean['time_ratio'] > 0
-    assert '| chunked 64 |' in result.stdout
+    for term in ('dense', 'global'):
+        paths = report['loss'][term]
+        assert list(paths) == ['naive', 'chunked 64', 'chunked 128', 'fused']
+        assert paths['naive']['time_vs_naive'] == 1
+        assert paths['chunked 128']['time_vs_chunked'] == 1
+        assert paths['fused']['seconds'] > 0 and paths['fused']['peak_bytes'] >= 0
+    assert 'M x K x D = 4 x 300 x 16' in stdout and '| fused |' in stdout
 
 
-def test_step_comparison_includes_the_guarded_train_step(tmp_path, repo_root):
-    out = tmp_path / 'bench.json'
-    result = subprocess.run(
-        [sys.executable, osp.join(repo_root, 'tools/benchmark_pretrain.py'), '--device', 'cpu',
-         '--img-size', '32', '--batch', '2', '--reps', '1', '--skip-loss', '--out', str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    step = json.loads(out.read_text())['step']
+def test_step_comparison_has_the_guarded_step_and_the_parts(tmp_path, repo_root):
+    report, stdout = run_tool(repo_root, tmp_path / 'bench.json', '--img-size', '32',
+                              '--batch', '2', '--skip-loss')
+    step = report['step']
     dense = step['densevit-s (lambda 0.5)']
     assert dense['train_step_seconds'] > 0 and dense['train_step_ratio'] > 0
     assert step['global-only (lambda 0)']['time_ratio'] == 1
-    assert 'through train_step + GuardedOptimWrapper' in result.stdout
+    parts = step['parts']['densevit-s (lambda 0.5)']
+    assert set(parts) == {'backbone', 'neck', 'correspondence', 'dense loss', 'global loss',
+                          'EMA', 'enqueue', 'optimizer', 'rest'}
+    assert all(v > 0 for k, v in parts.items() if k != 'rest')
+    assert step['parts']['global-only (lambda 0)']['dense loss'] is None
+    # 2x2 patches, queue 65536: logits and weighted queue sum 2 x 2 x 4 x 65536 x 128, dense MLP
+    # 4 passes x 2 x 4 x (384 x 2048 + 2048 x 128); ViT-S 4 passes x 12 layers x 5 tokens
+    dense = 2 * 2 * 4 * 65536 * 128 + 4 * 2 * 4 * (384 * 2048 + 2048 * 128)
+    vit = 4 * 12 * (2 * 5 * 12 * 384 ** 2 + 4 * 5 * 5 * 384)
+    assert step['floor_ratio'] == pytest.approx(1 + dense / vit, rel=1e-12)
+    assert 'through train_step + GuardedOptimWrapper' in stdout and '| dense loss |' in stdout
