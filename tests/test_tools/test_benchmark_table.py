@@ -77,7 +77,8 @@ def test_table_from_work_dirs(tmp_path, repo_root):
 
     markdown = (out / 'results.md').read_text()
     measured_block, published_block = markdown.split('## Published')
-    assert '| DenseViT (lambda=0.5) | densevit-s | 8 | 41.2 | 20.5 | 37.5 | 31.2 |' in measured_block
+    assert ('| DenseViT (lambda=0.5) | densevit-s | 8 | 41.2 | 20.5 | 37.5 | 31.2 |'
+            in measured_block)
     assert 'iBOT' not in measured_block and 'iBOT' in published_block
     with Image.open(out / 'results.png') as image:
         assert image.format == 'PNG' and image.size[0] > 100
@@ -115,7 +116,8 @@ def test_seeds_are_grouped_and_the_oracle_calibrates_each_column(tmp_path, repo_
     assert '| Random init | densevit-s | 0 | 34.0 ± 1.0 (3) | 16.0 ± 1.0 (3) |' in markdown
     # pooled std: sqrt((1^2 + 2^2) / 2) = 1.58 for the fine-tuned column
     assert '| mIoU | 34.0 ± 1.0 (3) | 35.0 ± 2.0 (3) | 1.0 | 1.58 | 0.6 | no |' in markdown
-    assert '| mIoU linear | 16.0 ± 1.0 (3) | 30.0 ± 1.0 (3) | 14.0 | 1.00 | 14.0 | yes |' in markdown
+    assert ('| mIoU linear | 16.0 ± 1.0 (3) | 30.0 ± 1.0 (3) | 14.0 | 1.00 | 14.0 | yes |'
+            in markdown)
     with open(out / 'results.csv') as f:
         rows = {r['method']: r for r in csv.DictReader(f) if r['block'] == 'measured'}
     assert float(rows['Random init']['mIoU linear']) == 16.0

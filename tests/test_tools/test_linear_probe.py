@@ -27,7 +27,8 @@ def test_linear_probe_trains_only_the_head_and_evaluates(tmp_path, repo_root):
     torch.save(dict(state_dict={f'backbone.{k}': v for k, v in backbone.state_dict().items()}),
                tmp_path / 'pretrain.pth')
     probe = osp.join(repo_root, 'configs/classification/linear_probe_densevit_s.py')
-    dataset = "dict(_delete_=True, type='CustomDataset', data_root={!r}, data_prefix='{}', pipeline={})"
+    dataset = ("dict(_delete_=True, type='CustomDataset', data_root={!r}, data_prefix='{}', "
+               "pipeline={})")
     train_pipeline = ("[dict(type='LoadImageFromFile'), dict(type='RandomResizedCrop', "
                       "scale=64), dict(type='PackInputs')]")
     test_pipeline = "[dict(type='LoadImageFromFile'), dict(type='PackInputs')]"

@@ -162,6 +162,41 @@ def test_sigterm_stops_tools_train_with_a_checkpoint_and_resume_finishes(tmp_pat
     assert not any(f.startswith('preempted_') for f in os.listdir(work))
 
 
+def test_kill_9_mid_run_and_a_torn_newest_checkpoint_cost_only_the_work_since_the_last_good_one(
+        tmp_path, synthetic_root, repo_root):
+    """SIGKILL a real CPU run between checkpoints (no handler runs), then tear its newest
+    checkpoint as a kill during the write would: --resume names the torn file, continues
+    from the checkpoint before it and finishes."""
+    import signal
+
+    work = tmp_path / 'work'
+    command = [sys.executable, osp.join(repo_root, 'tools/train.py'), DEBUG_CONFIG,
+               '--work-dir', str(work), '--resume', '--cfg-options',
+               f'train_dataloader.dataset.data_root={synthetic_root}/',
+               'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1',
+               'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=3']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen(command + ['train_cfg.max_iters=1000'], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if 'Iter(train) [   5/1000]' in line:
+            proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=120) == -signal.SIGKILL, ''.join(lines[-30:])
+    assert {'iter_2.pth', 'iter_4.pth'} <= set(os.listdir(work))
+    newest = work / 'iter_4.pth'
+    newest.write_bytes(newest.read_bytes()[:newest.stat().st_size // 2])  # torn
+
+    result = subprocess.run(command + ['train_cfg.max_iters=7'], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f'--resume: skipping {newest}' in result.stdout
+    assert f'--resume: resuming from {work / "iter_2.pth"}' in result.stdout
+    assert re.search(r'Iter\(train\) \[ *3/7\]', result.stdout)
+    assert 'iter_7.pth' in os.listdir(work)
+
+
 def load_train_tool(repo_root):
     import importlib.util
     spec = importlib.util.spec_from_file_location('train_tool', osp.join(repo_root,

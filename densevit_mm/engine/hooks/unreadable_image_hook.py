@@ -17,8 +17,9 @@ class UnreadableImageHook(Hook):
     Each unreadable image the data set replaced is logged once with its path and reason
     (twice at most if two ranks meet it within one ``interval``).  Every ``interval``
     iterations and after every epoch the ranks' lists are merged; after every epoch the list
-    is written to ``<work_dir>/unreadable_images.txt`` and summed up in the log.  When more than ``max_share`` of the data set is unreadable,
-    every rank stops training, with the list.  The list is kept in checkpoints, so a
+    is written to ``<work_dir>/unreadable_images.txt`` and summed up in the log.  When more
+    than ``max_share`` of the data set is unreadable, every rank stops training, with the
+    list.  The list is kept in checkpoints, so a
     resumed run goes on counting.
 
     Args:
