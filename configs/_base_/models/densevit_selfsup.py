@@ -1,7 +1,10 @@
 # DenseCL on a ViT: lambda 0.5, temperature 0.2, two queues of 65536 keys of dim 128.
 model = dict(
     type='DenseViTSelfSup',
-    momentum=0.01,  # mmengine convention (online weight); MoCo m = 0.99, as MoCo v3 ViT
+    # mmengine convention (online weight per update): MoCo m = 0.999, as DenseCL / MoCo v2 --
+    # the queue holds keys of the last 128 steps (65536 / 512), which must come from nearly
+    # the same encoder; also the best of the recipe study (docs/builtin_benchmark.md)
+    momentum=0.001,
     loss_lambda=0.5,
     backbone=dict(type='DenseViT', arch='densevit-s', img_size=224, patch_size=16,
                   out_type='cls_and_patch'),

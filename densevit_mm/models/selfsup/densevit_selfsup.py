@@ -30,7 +30,8 @@ class DenseViTSelfSup(BaseSelfSupervisor):
         head (dict): Head config, a ``DenseContrastiveHead``.
         momentum (float): EMA momentum in **mmengine's convention**: the weight of the
             online model in each update, ``key = (1 - momentum) * key + momentum * online``.
-            MoCo's ``m`` is ``1 - momentum``; the default 0.01 is MoCo v3's m = 0.99 for ViT.
+            MoCo's ``m`` is ``1 - momentum``; the default 0.001 is DenseCL's (and MoCo v2's)
+            m = 0.999: the queue's keys must come from nearly the same encoder.
         loss_lambda (float): Weight of the dense term; the global term gets
             ``1 - loss_lambda``. Defaults to 0.5 (DenseCL). ``LambdaWarmupHook`` holds it at
             0 for the first iterations.  A head without a dense term (global-only baseline,
@@ -50,7 +51,7 @@ class DenseViTSelfSup(BaseSelfSupervisor):
                  backbone: dict,
                  neck: dict,
                  head: dict,
-                 momentum: float = 0.01,
+                 momentum: float = 0.001,
                  loss_lambda: float = 0.5,
                  match_layer: Optional[int] = None,
                  match_centering: bool = False,
