@@ -106,7 +106,8 @@ def report(args, size) -> None:
                                           f'epoch_{size["epochs"]}.pth'))
         for m in args.methods]
     diagnostics = {name: diagnose(config, checkpoint, images, osp.join(
-        results, f'correspondence_{name.replace(" ", "_")}.png'))
+        results, f'correspondence_{name.replace(" ", "_")}.png'),
+        cfg_options=args.pretrain_options or ())
         for name, config, checkpoint in runs}
     write_json(diagnostics, osp.join(results, 'diagnostics.json'))
     subprocess.run(py + [osp.join(ROOT, 'tools/benchmark_table.py'), args.work_dir,

@@ -1,7 +1,8 @@
 """Draw the patch correspondence the dense loss uses, and measure how often it is right.
 
     python tools/visualize_correspondence.py configs/pretrain/densevit_s.py IMAGE_OR_FOLDER \
-        [--checkpoint work_dirs/densevit_s/epoch_200.pth] [--out corr.png] [--num-images 32]
+        [--checkpoint work_dirs/densevit_s/epoch_200.pth] [--out corr.png] [--num-images 32] \
+        [--cfg-options model.match_centering=True ...]
 
 Two augmented views of an image (the config's own pretraining augmentation) go through the
 backbone (query view) and the momentum encoder (key view; the backbone itself without a
@@ -31,6 +32,7 @@ from densevit_mm.checkpoint import load_checkpoint_file
 from densevit_mm.datasets import IMAGE_EXTENSIONS
 from densevit_mm.evaluation import (correspondence_accuracy, hub_share, rankme,
                                    true_correspondence)
+from densevit_mm.runner_args import CfgOptionsAction
 
 
 def load_model(cfg: Config, checkpoint):
@@ -109,9 +111,14 @@ def main() -> None:
     parser.add_argument('--num-images', type=int, default=32,
                         help='images of the folder used for the accuracy')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
+                        help='config overrides the checkpoint was trained with, e.g. '
+                        'model.match_centering=True or a queue length')
     args = parser.parse_args()
 
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     set_random_seed(args.seed)  # python, numpy and torch: the view augmentation uses all
     model, key_backbone = load_model(cfg, args.checkpoint)

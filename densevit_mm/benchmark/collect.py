@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import os.path as osp
+import textwrap
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -228,11 +229,12 @@ def plot(rows: List[Row], path: str) -> None:
                color=['#999999', '#4c72b0', '#dd8452', '#55a868', '#8172b3'][:len(rows)]
                if len(rows) <= 5 else None)
         ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([r.method.replace(' (', '\n(') for r in rows], fontsize=7)
+        ax.set_xticklabels([textwrap.fill(r.method, 14) for r in rows], fontsize=7)
         ax.set_title(metric)
-        for i, v in enumerate(values):
-            if v == v:
-                ax.text(i, v, f'{v:.1f}', ha='center', va='bottom', fontsize=8)
+        for i, (v, e) in enumerate(zip(values, errors)):
+            if v == v:  # above the error bar
+                ax.text(i, v + e, f'{v:.1f}', ha='center', va='bottom', fontsize=8)
+        ax.margins(y=0.12)
     data = sorted({r.data for r in rows})
     fig.suptitle(f'Measured transfer results ({", ".join(data)} data)')
     fig.tight_layout()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PRETRAIN_CONFIGS = {
@@ -163,14 +163,21 @@ class StageRunner:
 
 
 def diagnose(config: str, checkpoint: Optional[str], images: str, picture: str,
-             num_images: int = 64) -> dict:
+             num_images: int = 64, cfg_options: Sequence[str] = ()) -> dict:
     """Correspondence accuracy, RankMe and hub share of a backbone (and the picture of its
-    matches), from tools/visualize_correspondence.py."""
+    matches), from tools/visualize_correspondence.py; ``cfg_options`` are the overrides the
+    checkpoint was pretrained with (its queue lengths, its matching)."""
     command = [sys.executable, osp.join(ROOT, 'tools/visualize_correspondence.py'), config,
                images, '--out', picture, '--num-images', str(num_images)]
     if checkpoint:
         command += ['--checkpoint', checkpoint]
-    text = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    if cfg_options:
+        command += ['--cfg-options', *cfg_options]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f'{" ".join(command)} failed (exit {proc.returncode}):\n'
+                         f'{proc.stderr[-3000:]}')
+    text = proc.stdout
     return dict(
         correspondence_accuracy=float(re.search(r'accuracy .* images: ([0-9.]+)', text)[1]),
         rankme=float(re.search(r'RankMe .* images: ([0-9.]+)', text)[1]),
