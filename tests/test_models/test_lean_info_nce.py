@@ -18,13 +18,20 @@ def unit(*shape, seed, dtype=torch.float32):
     return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
 
 
-def test_the_private_kernels_are_there_and_return_the_log_sum_exp():
+@pytest.mark.parametrize('threads', [1, 2, 3])
+def test_the_private_kernels_are_there_and_return_the_log_sum_exp(threads):
     # Fails loudly if a torch upgrade removes or changes the operator behind fused_info_nce,
-    # instead of the losses silently falling back to the slower chunked path.
+    # instead of the losses silently falling back to the slower chunked path.  The rows are
+    # split into one head per thread, padded when they do not divide (70 rows, 3 threads).
     assert fused_kernel('cpu', torch.float32) is not None
     assert fused_kernel('cpu', torch.bfloat16) is not None
     q, keys = unit(70, 16, seed=0), unit(300, 16, seed=1)
-    out, lse = attention_with_lse(q, keys, 5., fused_kernel('cpu', torch.float32))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, lse = attention_with_lse(q, keys, 5., fused_kernel('cpu', torch.float32))
+    finally:
+        torch.set_num_threads(before)
     scores = q @ keys.t() * 5.  # (M, K)
     assert out.shape == (70, 16) and lse.shape == (70,) and lse.dtype == torch.float32
     torch.testing.assert_close(lse, torch.logsumexp(scores, dim=1), atol=1e-5, rtol=0)
