@@ -10,7 +10,7 @@ mini_arch = dict(_delete_=True, embed_dims=192, num_layers=4, num_heads=3,
 
 # stop_grad_conv1: the patch projection stays random, as in MoCo v3.  Trained, it becomes a
 # mean-colour detector on these scenes (92-98% of its output variance) and caused most of the
-# fine-tuning deficit against random init (README, results on built-in data).
+# fine-tuning deficit against random init (docs/builtin_benchmark.md, section 5).
 model = dict(
     backbone=dict(arch=mini_arch, img_size=img_size, stop_grad_conv1=True),
     neck=dict(in_channels=192, hid_channels=512),

@@ -41,6 +41,9 @@ def test_step_comparison_has_the_guarded_step_and_the_parts(tmp_path, repo_root)
                           'EMA', 'enqueue', 'optimizer', 'rest'}
     assert all(v > 0 for k, v in parts.items() if k != 'rest')
     assert step['parts']['global-only (lambda 0)']['dense loss'] is None
+    sums = [sum(v for k, v in step['parts'][name].items() if v is not None and k != 'rest')
+            for name in ('densevit-s (lambda 0.5)', 'global-only (lambda 0)')]
+    assert step['parts_sum_ratio'] == pytest.approx(sums[0] / sums[1])
     # 2x2 patches, queue 65536: logits and weighted queue sum 2 x 2 x 4 x 65536 x 128, dense MLP
     # 4 passes x 2 x 4 x (384 x 2048 + 2048 x 128); ViT-S 4 passes x 12 layers x 5 tokens
     dense = 2 * 2 * 4 * 65536 * 128 + 4 * 2 * 4 * (384 * 2048 + 2048 * 128)

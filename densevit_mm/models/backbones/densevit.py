@@ -50,7 +50,7 @@ class DenseViT(VisionTransformer):
         stop_grad_conv1 (bool): Keep the patch projection at its random initialisation (no
             gradient), as MoCo v3 does in contrastive pretraining; same name as mmpretrain's
             ``MoCoV3ViT``.  On the built-in scenes a trained projection turns into a
-            mean-colour detector (README, built-in results).  Defaults to False.
+            mean-colour detector (docs/builtin_benchmark.md).  Defaults to False.
         pos_embed_type (str): ``'learned'`` (DeiT, default) or ``'sincos'``: MoCo v3's fixed
             2-D sine-cosine position embedding (no gradient; a zero row for the CLS token).
             A transfer config loads either into a learned one.
