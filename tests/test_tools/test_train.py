@@ -121,6 +121,19 @@ def test_resume_continues_exactly(tmp_path, synthetic_root):
         torch.testing.assert_close(resumed_ckpt['state_dict'][key], value, rtol=1e-6, atol=1e-7)
 
 
+def signal_at_iteration(command, env, iteration, sig):
+    """Run ``command`` (a 1000-iteration tools/train.py run logging every iteration), send
+    ``sig`` once it logs ``iteration``; its exit code and output."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if f'Iter(train) [{iteration:4d}/1000]' in line:
+            proc.send_signal(sig)
+    return proc.wait(timeout=120), ''.join(lines)
+
+
 def test_sigterm_stops_tools_train_with_a_checkpoint_and_resume_finishes(tmp_path,
                                                                           synthetic_root,
                                                                           repo_root):
@@ -137,15 +150,9 @@ def test_sigterm_stops_tools_train_with_a_checkpoint_and_resume_finishes(tmp_pat
                f'train_dataloader.dataset.data_root={data}/', 'train_dataloader.batch_size=4',
                'default_hooks.logger.interval=1']
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.Popen(command + ['train_cfg.max_iters=1000'], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if 'Iter(train) [   3/1000]' in line:
-            proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143, ''.join(lines[-30:])
-    text = ''.join(lines)
+    code, text = signal_at_iteration(command + ['train_cfg.max_iters=1000'], env, 3,
+                                     signal.SIGTERM)
+    assert code == 143, text[-3000:]
     assert f'no checkpoint in {work} yet: starting from scratch' in text
     assert f'UnlabeledImageFolder: 32 images in {data}/pretrain' in text
     saved = [f for f in os.listdir(work) if f.startswith('preempted_iter_')]
@@ -176,14 +183,9 @@ def test_kill_9_mid_run_and_a_torn_newest_checkpoint_cost_only_the_work_since_th
                'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1',
                'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=3']
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.Popen(command + ['train_cfg.max_iters=1000'], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if 'Iter(train) [   5/1000]' in line:
-            proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=120) == -signal.SIGKILL, ''.join(lines[-30:])
+    code, text = signal_at_iteration(command + ['train_cfg.max_iters=1000'], env, 5,
+                                     signal.SIGKILL)
+    assert code == -signal.SIGKILL, text[-3000:]
     assert {'iter_2.pth', 'iter_4.pth'} <= set(os.listdir(work))
     newest = work / 'iter_4.pth'
     newest.write_bytes(newest.read_bytes()[:newest.stat().st_size // 2])  # torn
