@@ -285,6 +285,7 @@ def step_parts(model, optimizer, views, args) -> dict:
         torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
 
     def backbone():
+        optimizer.zero_grad(set_to_none=True)  # as the step: fresh gradients, not accumulated
         with torch.autocast(**amp):
             out = model.backbone(views[0])
             with torch.no_grad():
@@ -292,6 +293,7 @@ def step_parts(model, optimizer, views, args) -> dict:
         backward_of([t for pair in out for t in pair])
 
     def neck():
+        optimizer.zero_grad(set_to_none=True)
         q_in = [(c.detach().requires_grad_(), p.detach().requires_grad_()) for c, p in q_out]
         with torch.autocast(**amp):
             out = model.neck(q_in)
@@ -304,15 +306,12 @@ def step_parts(model, optimizer, views, args) -> dict:
 
     def loss_of(loss_module, *inputs):
         def run():
-            queue, ptr = loss_module.queue.clone(), loss_module.queue_ptr.clone()
             q = inputs[0].detach().requires_grad_()
-            loss_module.stage()  # the write is timed by 'enqueue'
+            loss_module.stage()  # as train_step does; the write itself is timed by 'enqueue'
             with torch.autocast(**amp):
                 loss = loss_module(q, *inputs[1:])
             loss.backward()
-            loss_module.discard()
-            loss_module.queue.copy_(queue)
-            loss_module.queue_ptr.copy_(ptr)
+            loss_module.discard()  # the queue stays as it was for the next repetition
         return run
 
     def ema():
@@ -360,8 +359,11 @@ def _step_timing_worker(names, args, queue):
         model, optimizer, views, _ = setups[DENSE]
         wrapper = (GuardedAmpOptimWrapper(optimizer) if args.bf16 else
                    GuardedOptimWrapper(optimizer))
-        fns['train_step'] = lambda: model.train_step(dict(inputs=views, data_samples=None),
-                                                     wrapper)
+
+        def train_step():  # as the Runner starts it: no gradients left by other callables
+            optimizer.zero_grad(set_to_none=True)
+            model.train_step(dict(inputs=views, data_samples=None), wrapper)
+        fns['train_step'] = train_step
     for name in (DENSE, GLOBAL):
         if name in setups:
             for part, fn in step_parts(*setups[name][:3], args).items():
@@ -407,7 +409,7 @@ def measure_step(args) -> dict:
 
 
 def print_step(report: dict, args) -> None:
-    cuda = args.device == 'cuda'
+    cuda = args.device == 'cuda' and args.bf16  # the compute fraction is of the bf16 limit
     print(f'\ntraining step, ViT-S, {args.batch} images of {args.img_size}px, queues of '
           f'{QUEUE_LEN}, InfoNCE {args.step_loss}, median of {args.reps} interleaved')
     print('| model | time (s) | images/s | peak memory (MB) | time vs global-only |'

@@ -105,9 +105,11 @@ def report(args, size) -> None:
         (m, PRETRAIN_CONFIGS[m], osp.join(args.work_dir, f'pretrain_{m}',
                                           f'epoch_{size["epochs"]}.pth'))
         for m in args.methods]
+    # the model as pretrained (its queues, its matching), on the same views for every run
+    model_options = [o for o in args.pretrain_options or () if o.startswith('model.')]
     diagnostics = {name: diagnose(config, checkpoint, images, osp.join(
         results, f'correspondence_{name.replace(" ", "_")}.png'),
-        cfg_options=args.pretrain_options or ())
+        cfg_options=model_options)
         for name, config, checkpoint in runs}
     write_json(diagnostics, osp.join(results, 'diagnostics.json'))
     subprocess.run(py + [osp.join(ROOT, 'tools/benchmark_table.py'), args.work_dir,

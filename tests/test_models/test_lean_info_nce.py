@@ -38,6 +38,29 @@ def test_the_private_kernels_are_there_and_return_the_log_sum_exp(threads):
     torch.testing.assert_close(out, scores.softmax(dim=1) @ keys, atol=1e-6, rtol=0)
 
 
+def test_no_query_rows_give_empty_outputs():
+    out, lse = attention_with_lse(torch.zeros(0, 16), unit(30, 16, seed=1), 5.,
+                                  fused_kernel('cpu', torch.float32))
+    assert out.shape == (0, 16) and lse.shape == (0,)
+
+
+def test_cuda_kernel_choice_follows_dtype_and_feature_size(monkeypatch):
+    names = {}
+    for capability in (7, 9):
+        monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda d, c=capability: (c, 0))
+        for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            names[capability, dtype] = fused_kernel('cuda', dtype, 128)
+        names[capability, 'dim 100'] = fused_kernel('cuda', torch.float32, 100)
+        names[capability, 'dim 512'] = fused_kernel('cuda', torch.bfloat16, 512)
+    flash, efficient = ('aten::_scaled_dot_product_flash_attention',
+                        'aten::_scaled_dot_product_efficient_attention')
+    assert names == {
+        (7, torch.float32): efficient, (7, torch.float16): efficient, (7, torch.bfloat16): None,
+        (7, torch.float64): None, (7, 'dim 100'): None, (7, 'dim 512'): None,
+        (9, torch.float32): efficient, (9, torch.float16): flash, (9, torch.bfloat16): flash,
+        (9, torch.float64): None, (9, 'dim 100'): None, (9, 'dim 512'): None}
+
+
 @pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('M,K,D', [(1, 1, 4), (37, 100, 8), (64, 1000, 16), (200, 4097, 32),
                                    (513, 2049, 128), (50, 10, 8)])

@@ -22,22 +22,25 @@ def _op(qualified_name: str):
     return getattr(getattr(torch.ops.aten, qualified_name.split('::')[1], None), 'default', None)
 
 
-def fused_kernel(device: torch.device, dtype: torch.dtype) -> Optional[str]:
-    """Name of the fused kernel that serves ``device`` and ``dtype``, or None.
+def fused_kernel(device: torch.device, dtype: torch.dtype,
+                 dim: Optional[int] = None) -> Optional[str]:
+    """Name of the fused kernel that serves ``device``, ``dtype`` and feature size ``dim``, or
+    None.
 
-    CPU: the flash-attention kernel (fp32, bf16, fp16).  CUDA: FlashAttention-2 for bf16 /
-    fp16 on compute capability 8.0 and newer, the memory-efficient kernel otherwise (fp32).
+    CPU: the flash-attention kernel (fp32, bf16, fp16).  CUDA (``dim`` a multiple of 8, at
+    most 256): FlashAttention-2 for bf16 / fp16 on compute capability 8.0 and newer, the
+    memory-efficient kernel for fp32 and, before 8.0, for fp16 (it has no bf16 there).
     """
     device = torch.device(device)
+    name = None
     if device.type == 'cpu':
         name = _FLASH_CPU if dtype in (torch.float32, torch.bfloat16, torch.float16) else None
-    elif device.type == 'cuda':
-        low_precision = dtype in (torch.bfloat16, torch.float16)
-        flash_ok = low_precision and torch.cuda.get_device_capability(device)[0] >= 8
-        name = _FLASH_CUDA if flash_ok else (
-            _EFFICIENT_CUDA if dtype in (torch.float32, torch.bfloat16, torch.float16) else None)
-    else:
-        name = None
+    elif device.type == 'cuda' and (dim is None or (dim % 8 == 0 and dim <= 256)):
+        ampere = torch.cuda.get_device_capability(device)[0] >= 8
+        if dtype in (torch.bfloat16, torch.float16) and ampere:
+            name = _FLASH_CUDA
+        elif dtype in (torch.float32, torch.float16):
+            name = _EFFICIENT_CUDA
     return name if name is not None and _op(name) is not None else None
 
 
@@ -57,6 +60,8 @@ def attention_with_lse(q: torch.Tensor, keys: torch.Tensor, scale: float,
     if kernel not in (_FLASH_CPU, _FLASH_CUDA, _EFFICIENT_CUDA):
         raise ValueError(f'unknown fused attention kernel {kernel!r}')
     rows = q.shape[0]
+    if rows == 0:  # the CPU kernel dies with a floating-point exception on no rows
+        return q.new_zeros(q.shape), q.new_zeros(0, dtype=torch.float32)
     # The CPU kernel shares (head, block of 256 rows) among its threads: one head of 1568
     # rows (8 images) gives 2 threads 7 blocks, one thread idles at the end.  One head per
     # thread, every key shared by all heads (a stride-0 view), balances them (measured on 2

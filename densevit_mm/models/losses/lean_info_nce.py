@@ -59,6 +59,12 @@ def _fused_softmax(kernel: str, dtype: torch.dtype) -> QueueSoftmax:
     return softmax
 
 
+def _apply(q, k, negatives, temperature, queue_softmax):
+    if not torch.is_grad_enabled():  # evaluation: no gradients to prepare in forward
+        q, k = q.detach(), k.detach()
+    return _QueueInfoNCE.apply(q, k, negatives.detach(), temperature, queue_softmax)
+
+
 class _QueueInfoNCE(torch.autograd.Function):
     """Loss and its gradient in one pass over the queue (see the module docstring)."""
 
@@ -103,14 +109,13 @@ def chunked_info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor,
     """
     if chunk_size < 1:
         raise ValueError(f'chunk_size must be positive, got {chunk_size}')
-    return _QueueInfoNCE.apply(q, k, negatives.detach(), temperature,
-                               _chunked_softmax(chunk_size))
+    return _apply(q, k, negatives, temperature, _chunked_softmax(chunk_size))
 
 
 def fused_kernel_for(q: torch.Tensor) -> Optional[str]:
     """The fused kernel for ``q``'s device and compute dtype (the autocast dtype under
     autocast), or None when there is none."""
-    return fused_kernel(q.device, _compute_dtype(q))
+    return fused_kernel(q.device, _compute_dtype(q), q.shape[-1])
 
 
 def _compute_dtype(q: torch.Tensor) -> torch.dtype:
@@ -138,10 +143,9 @@ def fused_info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor,
             :func:`fused_kernel_for`); :func:`chunked_info_nce` computes the same everywhere.
     """
     dtype = _compute_dtype(q)
-    kernel = fused_kernel(q.device, dtype)
+    kernel = fused_kernel(q.device, dtype, q.shape[-1])
     if kernel is None:
         raise RuntimeError(f'no fused attention kernel serves {q.device.type} / {dtype} in '
                            f'torch {torch.__version__}; use chunked_info_nce (the losses\' '
                            "implementation='chunked')")
-    return _QueueInfoNCE.apply(q, k, negatives.detach(), temperature,
-                               _fused_softmax(kernel, dtype))
+    return _apply(q, k, negatives, temperature, _fused_softmax(kernel, dtype))
