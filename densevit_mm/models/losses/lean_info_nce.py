@@ -142,8 +142,7 @@ def fused_info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor,
         RuntimeError: No fused kernel serves this device and dtype (see
             :func:`fused_kernel_for`); :func:`chunked_info_nce` computes the same everywhere.
     """
-    dtype = _compute_dtype(q)
-    kernel = fused_kernel(q.device, dtype, q.shape[-1])
+    dtype, kernel = _compute_dtype(q), fused_kernel_for(q)
     if kernel is None:
         raise RuntimeError(f'no fused attention kernel serves {q.device.type} / {dtype} in '
                            f'torch {torch.__version__}; use chunked_info_nce (the losses\' '
