@@ -1,24 +1,27 @@
 """Can the data pipeline feed a GPU?  Worker CPU time per image of the pretraining pipeline.
 
     python tools/benchmark_data.py [--config configs/pretrain/densevit_s.py]
+        [--device-config configs/pretrain/densevit_s_device-photometric.py]
         [--images FOLDER | --num-images 200] [--rounds 3] [--step-images-per-s R]
-        [--out benchmark_data.json]
+        [--device cpu] [--out benchmark_data.json]
 
-Runs the config's two-view training pipeline in this process on one core (one torch / OpenCV
+Runs the two-view training pipelines in this process on one core (one torch / OpenCV
 thread, as one dataloader worker does) over ImageNet-like JPEGs: by default generated
 500x375 photograph-like pictures (smooth shading, edges, texture, sensor noise; quality 90),
 or the images of ``--images``.  Three variants, interleaved image by image:
 
-- ``full``: the pipeline as configured (decode, two random resized crops, colour jitter,
-  grayscale, Gaussian blur, flip, packing);
-- ``geometric part``: the same without the photometric transforms (colour jitter,
-  grayscale, blur): decode, crops, flip, packing -- what the workers would still do if the
-  photometric part ran batched on the device;
+- ``per-image photometric``: ``--config``'s pipeline (decode, two random resized crops,
+  colour jitter, grayscale, Gaussian blur, flip, packing), all in the worker;
+- ``device photometric: worker part``: ``--device-config``'s pipeline, what its workers do:
+  decode, crops, flip, packing, and drawing the photometric parameters
+  (``DeferredPhotometric``); ``PhotometricDataPreprocessor`` applies them on the device;
 - ``decode``: loading the image alone.
 
 Reports CPU milliseconds per image, images/s per worker core, and the cores one GPU needs at
 a step rate: ``--step-images-per-s`` (e.g. the images/s of ``tools/benchmark_pretrain.py
 --device cuda``), or else 35% of the H200's 790 TFLOP/s spent on DenseViT-S's FLOPs per image.
+Then times the device part -- ``PhotometricDataPreprocessor`` on batches of the worker
+part's output -- on ``--device`` (on a CPU: one thread, for reference only).
 """
 import argparse
 import copy
@@ -33,15 +36,15 @@ import cv2
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.dataset import Compose
+from mmengine.dataset import Compose, default_collate
 from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
 from PIL import Image
 
 import densevit_mm  # noqa: F401
 from densevit_mm.benchmark.flops import PEAK_TFLOPS, dense_branch_flops, vit_s_train_flops
 from densevit_mm.datasets import IMAGE_EXTENSIONS
 
-PHOTOMETRIC = {'ColorJitter', 'RandomGrayscale', 'GaussianBlur', 'Solarize'}
 GPU_SHARE = 0.35  # of the compute limit, the step rate assumed without a measured one
 
 
@@ -71,23 +74,34 @@ def write_jpegs(folder: str, count: int, seed: int = 0) -> list:
     return paths
 
 
-def _without_photometric(transforms: list) -> list:
-    kept = []
-    for t in transforms:
-        inner = {u['type'] for u in t.get('transforms', [])} if t['type'] == 'RandomApply' \
-            else set()
-        if t['type'] in PHOTOMETRIC or (inner and inner <= PHOTOMETRIC):
-            continue
-        if 'transforms' in t and t['type'] != 'RandomApply':  # MultiView: its view pipelines
-            t = dict(t, transforms=[_without_photometric(v) for v in t['transforms']])
-        kept.append(t)
-    return kept
+PER_IMAGE, WORKER_PART = 'per-image photometric', 'device photometric: worker part'
 
 
-def pipelines(cfg: Config) -> dict:
-    full = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
-    return dict(full=Compose(full), **{'geometric part': Compose(_without_photometric(full))},
-                decode=Compose([t for t in full if t['type'] == 'LoadImageFromFile']))
+def pipelines(cfg: Config, device_cfg: Config) -> dict:
+    full = cfg.train_dataloader.dataset.pipeline
+    return {PER_IMAGE: Compose(copy.deepcopy(full)),
+            WORKER_PART: Compose(copy.deepcopy(device_cfg.train_dataloader.dataset.pipeline)),
+            'decode': Compose([t for t in full if t['type'] == 'LoadImageFromFile'])}
+
+
+def device_part_ms_per_image(device_cfg: Config, pipeline, paths: list, device: str,
+                             rounds: int, batch_size: int = 32) -> float:
+    """Median over rounds of the time ``PhotometricDataPreprocessor`` takes per image (both
+    views) on batches of the worker part's output."""
+    preprocessor = MODELS.build(device_cfg.data_preprocessor).to(device)
+    batches = [default_collate([pipeline(dict(img_path=p)) for p in paths[i:i + batch_size]])
+               for i in range(0, len(paths), batch_size)]
+    sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+    preprocessor(batches[0], True)  # warm-up
+    per_round = []
+    for _ in range(rounds):
+        sync()
+        start = time.perf_counter()
+        for batch in batches:
+            preprocessor(batch, True)
+        sync()
+        per_round.append(1e3 * (time.perf_counter() - start) / len(paths))
+    return statistics.median(per_round)
 
 
 def cpu_ms_per_image(fns: dict, paths: list, rounds: int) -> dict:
@@ -109,18 +123,22 @@ def cpu_ms_per_image(fns: dict, paths: list, rounds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default='configs/pretrain/densevit_s.py')
+    parser.add_argument('--device-config',
+                        default='configs/pretrain/densevit_s_device-photometric.py')
     parser.add_argument('--images', help='a folder of JPEGs (default: generated ones)')
     parser.add_argument('--num-images', type=int, default=200)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--step-images-per-s', type=float,
                         help='images/s one GPU trains at (default: 35%% of the H200 limit)')
+    parser.add_argument('--device', default='cpu',
+                        help='where to time the device part (on a CPU: one thread)')
     parser.add_argument('--out', default='benchmark_data.json')
     args = parser.parse_args()
     torch.set_num_threads(1)  # one worker, one core
     cv2.setNumThreads(1)
-    cfg = Config.fromfile(args.config)
+    cfg, device_cfg = Config.fromfile(args.config), Config.fromfile(args.device_config)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    fns = pipelines(cfg)
+    fns = pipelines(cfg, device_cfg)
     with tempfile.TemporaryDirectory() as tmp:
         if args.images:
             paths = sorted(osp.join(args.images, f) for f in os.listdir(args.images)
@@ -132,25 +150,36 @@ def main() -> None:
         for fn in fns.values():  # warm-up: imports, first allocations
             fn(dict(img_path=paths[0]))
         ms = cpu_ms_per_image(fns, paths, args.rounds)
+        device_ms = device_part_ms_per_image(device_cfg, fns[WORKER_PART], paths, args.device,
+                                             args.rounds)
     flops = vit_s_train_flops(224) + dense_branch_flops(224)
     rate = args.step_images_per_s or GPU_SHARE * PEAK_TFLOPS * 1e12 / flops
     rate_source = ('given' if args.step_images_per_s else
                    f'{GPU_SHARE:.0%} of {PEAK_TFLOPS:.0f} TFLOP/s at '
                    f'{flops / 1e9:.1f} GFLOP per DenseViT-S image')
-    report = dict(config=args.config, images=args.images or f'{len(paths)} generated 500x375',
-                  step_images_per_s=rate, rate_source=rate_source, variants={})
-    print(f'data pipeline of {args.config}, {len(paths)} '
+    report = dict(config=args.config, device_config=args.device_config,
+                  images=args.images or f'{len(paths)} generated 500x375',
+                  step_images_per_s=rate, rate_source=rate_source, variants={},
+                  device_part=dict(device=args.device, ms_per_image=device_ms))
+    print(f'data pipelines of {args.config} and {args.device_config}, {len(paths)} '
           f'{"images" if args.images else "generated 500x375 JPEGs"}, one core, '
           f'median of {args.rounds} interleaved rounds')
     print(f'GPU step rate: {rate:.0f} images/s ({rate_source})')
-    print('| variant | CPU ms / image | images/s per core | cores per GPU | vs full |')
+    print('| variant | CPU ms / image | images/s per core | cores per GPU | vs per-image |')
     print('|---|---|---|---|---|')
     for name, value in ms.items():
         row = dict(cpu_ms_per_image=value, images_per_s_per_core=1e3 / value,
-                   cores_per_gpu=rate * value / 1e3, vs_full=value / ms['full'])
+                   cores_per_gpu=rate * value / 1e3, vs_per_image=value / ms[PER_IMAGE])
         report['variants'][name] = row
         print(f'| {name} | {value:.2f} | {row["images_per_s_per_core"]:.0f} | '
-              f'{row["cores_per_gpu"]:.0f} | {row["vs_full"]:.2f} |')
+              f'{row["cores_per_gpu"]:.0f} | {row["vs_per_image"]:.2f} |')
+    share = ms[WORKER_PART] / ms[PER_IMAGE]
+    report['worker_share_target_met'] = share <= 1 / 3
+    print(f'worker CPU time with the device option: {share:.2f} of the per-image pipeline\'s '
+          f'(target <= 1/3: {"met" if share <= 1 / 3 else "not met"})')
+    where = f'{args.device}' + (', one thread' if args.device == 'cpu' else '')
+    print(f'device part (PhotometricDataPreprocessor, batches of 32, both views) on {where}: '
+          f'{device_ms:.2f} ms per image')
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=2)
     print(f'wrote {args.out}')

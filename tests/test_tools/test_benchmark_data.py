@@ -1,4 +1,4 @@
-"""tools/benchmark_data.py: what it removes and what it reports (tiny; not a timing test)."""
+"""tools/benchmark_data.py: what it compares and what it reports (tiny; not a timing test)."""
 import json
 import os.path as osp
 import subprocess
@@ -14,16 +14,20 @@ sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__fi
 import benchmark_data  # noqa: E402
 
 
-def test_geometric_part_drops_exactly_the_photometric_transforms():
-    pipeline = Config.fromfile('configs/pretrain/densevit_s.py').train_dataloader.dataset.pipeline
-    kept = benchmark_data._without_photometric(pipeline)
-    assert [t['type'] for t in kept] == ['LoadImageFromFile', 'MultiViewWithGeometry',
-                                         'PackInputs']
-    views = kept[1]['transforms']
-    assert [[t['type'] for t in v] for v in views] == [['RandomResizedCropWithBox',
-                                                         'RandomFlip']]
-    # the config itself is left as it was
-    assert len(pipeline[1]['transforms'][0]) == 5
+def test_compares_the_two_configs_pipelines_and_decoding():
+    cfg = Config.fromfile('configs/pretrain/densevit_s.py')
+    device_cfg = Config.fromfile('configs/pretrain/densevit_s_device-photometric.py')
+    fns = benchmark_data.pipelines(cfg, device_cfg)
+    assert list(fns) == [benchmark_data.PER_IMAGE, benchmark_data.WORKER_PART, 'decode']
+    per_image, worker, decode = ([type(t).__name__ for t in fn.transforms] for fn in fns.values())
+    assert per_image == worker == ['LoadImageFromFile', 'MultiViewWithGeometry', 'PackInputs']
+    assert decode == ['LoadImageFromFile']
+    views = [[type(t).__name__ for t in view.transforms]
+             for view in (fns[name].transforms[1].pipelines[0]
+                          for name in (benchmark_data.PER_IMAGE, benchmark_data.WORKER_PART))]
+    assert views == [['RandomResizedCropWithBox', 'RandomApply', 'RandomGrayscale',
+                      'GaussianBlur', 'RandomFlip'],
+                     ['RandomResizedCropWithBox', 'DeferredPhotometric', 'RandomFlip']]
 
 
 def test_generated_jpegs_are_photo_sized(tmp_path):
@@ -43,8 +47,11 @@ def test_reports_cores_per_gpu(tmp_path, repo_root):
     rate = 0.35 * 790e12 / (vit_s_train_flops(224) + dense_branch_flops(224))
     assert report['step_images_per_s'] == pytest.approx(rate)
     variants = report['variants']
-    assert list(variants) == ['full', 'geometric part', 'decode']
+    assert list(variants) == [benchmark_data.PER_IMAGE, benchmark_data.WORKER_PART, 'decode']
     for row in variants.values():
         assert row['cores_per_gpu'] == pytest.approx(rate * row['cpu_ms_per_image'] / 1e3)
-    assert variants['full']['vs_full'] == 1
-    assert '| geometric part |' in result.stdout
+    assert variants[benchmark_data.PER_IMAGE]['vs_per_image'] == 1
+    share = variants[benchmark_data.WORKER_PART]['vs_per_image']
+    assert report['worker_share_target_met'] == (share <= 1 / 3)
+    assert report['device_part']['device'] == 'cpu' and report['device_part']['ms_per_image'] > 0
+    assert f'| {benchmark_data.WORKER_PART} |' in result.stdout

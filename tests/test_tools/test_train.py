@@ -268,3 +268,41 @@ def test_slurm_train_requeues_only_a_job_stopped_by_sigterm(tmp_path, repo_root,
     if preempted:
         assert (tmp_path / 'scontrol.txt').read_text() == 'requeue 4242\n'
         assert 'requeueing job 4242' in result.stderr
+
+
+def photometric_run(tmp_path, synthetic_root, deferred, preprocessor):
+    """Four iterations of the debug model on views with the ImageNet config's photometric
+    augmentation, per image in the workers or deferred to the data preprocessor."""
+    cfg = Config.fromfile(write_test_config(tmp_path / f'cfg_{deferred}.py', synthetic_root))
+    photometric = Config.fromfile('configs/pretrain/densevit_s.py').photometric_transforms
+    crop = dict(type='RandomResizedCropWithBox', scale=96, crop_ratio_range=(0.2, 1.),
+                backend='pillow')
+    view = ([crop, dict(type='DeferredPhotometric', transforms=photometric)] if deferred else
+            [crop, *photometric]) + [dict(type='RandomFlip', prob=0.5)]
+    cfg.train_dataloader.dataset.pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='MultiViewWithGeometry', num_views=2, transforms=[view]),
+        dict(type='PackInputs', algorithm_keys=['view_geometry'] + (
+            ['view_photometric'] if deferred else []))]
+    cfg.model.data_preprocessor = dict(cfg.model.get('data_preprocessor') or {},
+                                       type=preprocessor)
+    cfg.work_dir = str(tmp_path / f'work_{deferred}')
+    cfg.train_cfg.max_iters = 4
+    cfg.randomness = dict(seed=0)
+    Runner.from_cfg(cfg).train()
+    return torch.load(tmp_path / f'work_{deferred}' / 'record_rank0.pt', weights_only=True)
+
+
+def test_photometric_augmentation_on_the_device_trains_exactly_as_per_image(tmp_path,
+                                                                             synthetic_root):
+    per_image = photometric_run(tmp_path, synthetic_root, False, 'SelfSupDataPreprocessor')
+    deferred = photometric_run(tmp_path, synthetic_root, True, 'PhotometricDataPreprocessor')
+    assert sorted(deferred['losses']) == [0, 1, 2, 3]
+    assert deferred['losses'] == per_image['losses']  # same views, same floats
+    for name in ('head.loss_global', 'head.loss_dense'):
+        assert torch.equal(deferred['queues'][name]['queue'], per_image['queues'][name]['queue'])
+
+
+def test_deferred_photometric_without_its_preprocessor_is_refused(tmp_path, synthetic_root):
+    with pytest.raises(ValueError, match="would train without it.*PhotometricDataPreprocessor"):
+        photometric_run(tmp_path, synthetic_root, True, 'SelfSupDataPreprocessor')

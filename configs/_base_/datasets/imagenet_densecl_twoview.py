@@ -10,10 +10,10 @@ data_preprocessor = dict(
     std=[58.395, 57.12, 57.375],
     to_rgb=True)
 
-view_pipeline = [
-    # records the crop box, so the log can show correspondence accuracy (corr_acc)
-    dict(type='RandomResizedCropWithBox', scale=224, crop_ratio_range=(0.2, 1.),
-         backend='pillow'),
+# records the crop box, so the log can show correspondence accuracy (corr_acc)
+crop = dict(type='RandomResizedCropWithBox', scale=224, crop_ratio_range=(0.2, 1.),
+            backend='pillow')
+photometric_transforms = [
     dict(
         type='RandomApply',
         transforms=[dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
@@ -22,13 +22,25 @@ view_pipeline = [
     dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
          channel_weights=(0.114, 0.587, 0.2989)),
     dict(type='GaussianBlur', magnitude_range=(0.1, 2.0), magnitude_std='inf', prob=0.5),
-    dict(type='RandomFlip', prob=0.5),
 ]
+flip = dict(type='RandomFlip', prob=0.5)
+view_pipeline = [crop, *photometric_transforms, flip]
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='MultiViewWithGeometry', num_views=2, transforms=[view_pipeline]),
     dict(type='PackInputs', algorithm_keys=['view_geometry']),
+]
+
+# The same augmentation with its photometric part batched on the training device: the
+# workers decode, crop and flip and draw the photometric parameters (same draws, same seeds);
+# PhotometricDataPreprocessor applies them.  Used by
+# ../../pretrain/densevit_s_device-photometric.py.
+device_photometric_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='MultiViewWithGeometry', num_views=2, transforms=[[
+        crop, dict(type='DeferredPhotometric', transforms=photometric_transforms), flip]]),
+    dict(type='PackInputs', algorithm_keys=['view_geometry', 'view_photometric']),
 ]
 
 train_dataloader = dict(

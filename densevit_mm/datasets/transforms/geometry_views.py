@@ -41,7 +41,9 @@ class MultiViewWithGeometry(MultiView):
     ``x1, y1, x2, y2`` (the crop box in the source image), ``flipped`` (1 for a horizontal
     flip after the crop), and the view's output ``height, width``.  Each view pipeline must
     contain ``RandomResizedCropWithBox``; pass ``algorithm_keys=['view_geometry']`` to
-    ``PackInputs``.
+    ``PackInputs``.  With :class:`DeferredPhotometric` in the view pipelines it also adds
+    ``results['view_photometric']``: float64 ``(num_views, NUM_COLUMNS)`` rows of the drawn
+    photometric parameters (pack them too).
     """
 
     def __init__(self, transforms: List[List[dict]], num_views: Union[int, List[int]]) -> None:
@@ -52,7 +54,7 @@ class MultiViewWithGeometry(MultiView):
                              'RandomResizedCropWithBox (it records the crop box)')
 
     def transform(self, results: dict) -> dict:
-        images, geometry = [], []
+        images, geometry, photometric = [], [], []
         for view in self.transforms:
             out = view(copy.deepcopy(results))
             if out.get('flip', False) and out.get('flip_direction') != 'horizontal':
@@ -61,6 +63,13 @@ class MultiViewWithGeometry(MultiView):
             images.append(out['img'])
             geometry.append([*out['crop_box'], float(out.get('flip', False)),
                              *out['img'].shape[:2]])
+            if 'photometric' in out:
+                photometric.append(out['photometric'])
         results['img'] = images
         results['view_geometry'] = np.asarray(geometry, dtype=np.float32)  # (V, 7)
+        if photometric:
+            if len(photometric) != len(images):
+                raise ValueError('DeferredPhotometric must be in every view pipeline of '
+                                 'MultiViewWithGeometry or in none')
+            results['view_photometric'] = np.stack(photometric)  # (V, NUM_COLUMNS)
         return results

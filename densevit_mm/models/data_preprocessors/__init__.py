@@ -1,0 +1,3 @@
+from .photometric_data_preprocessor import PhotometricDataPreprocessor
+
+__all__ = ['PhotometricDataPreprocessor']
