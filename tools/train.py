@@ -17,7 +17,8 @@ from mmengine.runner import Runner
 from densevit_mm import compat
 from densevit_mm.checkpoint import (CheckpointFileError, ResumePlan, load_checkpoint_file,
                                     plan_resume)
-from densevit_mm.engine import PREEMPTED_EXIT_CODE, TrainingPreempted, check_train_dataloader
+from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted, check_photometric_option,
+                                check_train_dataloader)
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
 
 # --amp turns each optimizer wrapper into its autocast variant
@@ -100,6 +101,7 @@ def main() -> None:
     for level, message in plan.notes:
         runner.logger.log(level, message)
     check_train_dataloader(runner)
+    check_photometric_option(runner)
     compat.revert_sync_batchnorm_without_cuda(runner)
     try:
         runner.train()

@@ -85,21 +85,26 @@ def test_hue_equals_mmcv_pillow_backend_exactly_even_for_a_zero_shift():
     assert (zero != batch).any()
 
 
-def test_grayscale_equals_mmcv_random_grayscale_exactly():
+@pytest.mark.parametrize('channel_weights', [(0.114, 0.587, 0.2989), (1., 1., 1.), (3, 5, 0)])
+def test_grayscale_equals_mmcv_random_grayscale_exactly(channel_weights):
     batch = images()
     gray = TRANSFORMS.build(dict(type='RandomGrayscale', prob=1.0, keep_channels=True,
-                                 channel_weights=(0.114, 0.587, 0.2989)))
+                                 channel_weights=channel_weights))
     expected = np.stack([gray(dict(img=img.copy()))['img'] for img in batch]).astype(np.int64)
     weights = np.array(gray.channel_weights) / sum(gray.channel_weights)
     got = to_numpy(bp.grayscale(to_tensor(batch), torch.tensor(weights).expand(len(batch), 3)))
     np.testing.assert_array_equal(got, expected)
 
 
-def test_blur_equals_pillow_gaussian_blur_exactly():
-    batch = images()
+@pytest.mark.parametrize('height,width', [(37, 53), (1, 1), (2, 3), (9, 1)])
+def test_blur_equals_pillow_gaussian_blur_exactly(height, width):
+    """Radii of the recipe's range and beyond it (box radii 0 to 11), on a normal size and on
+    images narrower than the box, where Pillow's edge handling matters."""
+    batch = images(height=height, width=width) if height > 6 else \
+        np.random.default_rng(4).integers(0, 256, (5, height, width, 3), dtype=np.uint8)
     rng = np.random.default_rng(3)
-    for radii in [(0.1, 0.5, 1.0, 1.9, 2.0)] + [rng.uniform(0.1, 2.0, len(batch))
-                                                for _ in range(10)]:
+    for radii in [(0.1, 0.5, 1.0, 1.9, 2.0), (0.001, 2.5, 5.0, 12.0, 20.0)] + [
+            rng.uniform(0.1, 2.0, len(batch)) for _ in range(5)]:
         expected = np.stack([np.array(Image.fromarray(img).filter(
             ImageFilter.GaussianBlur(radius=float(r)))) for img, r in zip(batch, radii)])
         got = to_numpy(bp.gaussian_blur(to_tensor(batch), torch.tensor(radii)))
@@ -107,11 +112,12 @@ def test_blur_equals_pillow_gaussian_blur_exactly():
 
 
 def test_box_blur_weights_follow_pillows_extended_box():
-    r, inner, outer = bp.box_blur_weights(np.array([2.0, 0.1]))
-    # radius 2 with 3 passes: sigma^2 = 4/3, box radius 1 + 0.375
-    assert r.tolist() == [1, 0]
-    assert inner[0] == int(np.float32(1 << 24) / np.float32(3.75))
-    assert (2 * r + 1) * inner + 2 * outer == pytest.approx(1 << 24, abs=1)
+    # Pillow's _gaussian_blur_radius with 3 passes, worked by hand: radius 2 -> sigma^2 = 4/3,
+    # box 1 + 0.375, weights 2^24 / 3.75 inside and the rest of 2^24 halved on each side
+    r, inner, outer = bp.box_blur_weights(np.array([2.0, 0.1, 5.0]))
+    assert r.tolist() == [1, 0, 4]
+    assert inner.tolist() == [4473924, 16721291, 1694668]
+    assert outer.tolist() == [1677722, 27962, 762602]
 
 
 def draw_rows(transform, count, seed=0):
@@ -172,11 +178,30 @@ def test_draws_consume_the_generators_as_the_per_image_transforms_do():
       dict(type='RandomGrayscale', prob=0.2, keep_channels=True)], 'in this order'),
     ([dict(type='ColorJitter', brightness=0.4, backend='cv2')], "'pillow' backend only"),
     ([dict(type='RandomGrayscale', prob=0.2)], 'keep_channels=False'),
+    ([dict(type='RandomGrayscale', keep_channels=True, channel_weights=(1, 1, 1, 1))],
+     'three non-negative channel_weights'),
+    ([dict(type='RandomGrayscale', keep_channels=True, channel_weights=(1, -1, 1))],
+     'three non-negative channel_weights'),
 ])
 def test_unsupported_photometric_transforms_are_refused_with_what_is_supported(transforms,
                                                                                message):
     with pytest.raises(ValueError, match=message):
         DeferredPhotometric(transforms)
+
+
+@pytest.mark.parametrize('view', [
+    ['DeferredPhotometric', 'RandomResizedCropWithBox', 'RandomFlip'],
+    ['RandomResizedCropWithBox', 'DeferredPhotometric', 'Solarize'],
+])
+def test_deferred_photometric_must_follow_the_crop_with_only_flips_after_it(view):
+    cfgs = {'DeferredPhotometric': dict(type='DeferredPhotometric', transforms=[]),
+            'RandomResizedCropWithBox': dict(type='RandomResizedCropWithBox', scale=32),
+            'RandomFlip': dict(type='RandomFlip', prob=0.5),
+            'Solarize': dict(type='Solarize', thr=128)}
+    with pytest.raises(ValueError, match='after RandomResizedCropWithBox, followed by '
+                                         'horizontal RandomFlips only'):
+        TRANSFORMS.build(dict(type='MultiViewWithGeometry', num_views=2,
+                              transforms=[[cfgs[name] for name in view]]))
 
 
 def generated_jpegs(tmp_path, count):
@@ -228,9 +253,11 @@ def test_a_training_batch_without_drawn_parameters_is_refused(tmp_path):
 
 
 @pytest.mark.gpu
-def test_batched_ops_on_cuda_equal_the_cpu_ones_within_one_level():
-    batch = to_tensor(images(count=8, height=224, width=224))
-    rows = draw_rows(DeferredPhotometric(photometric_cfg()), 8, seed=1)
-    cpu = bp.apply_photometric(batch, torch.tensor(rows))
-    cuda = bp.apply_photometric(batch.cuda(), torch.tensor(rows).cuda()).cpu()
-    assert (cuda - cpu).abs().max() <= 1
+def test_batched_ops_on_cuda_equal_the_cpu_ones():
+    # separate float32 / float64 kernels (no fused multiply-add across ops), integer sums,
+    # table look-ups: CUDA should give the CPU's result exactly
+    batch = to_tensor(images(count=64, height=224, width=224))
+    rows = draw_rows(DeferredPhotometric(photometric_cfg()), 64, seed=1)
+    cpu = bp.apply_photometric(batch, rows)
+    cuda = bp.apply_photometric(batch.cuda(), rows).cpu()
+    torch.testing.assert_close(cuda, cpu, rtol=0, atol=0)

@@ -11,6 +11,8 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from densevit_mm.engine import check_photometric_option
+
 DEBUG_CONFIG = 'configs/pretrain/densevit_debug.py'
 
 
@@ -270,10 +272,12 @@ def test_slurm_train_requeues_only_a_job_stopped_by_sigterm(tmp_path, repo_root,
         assert 'requeueing job 4242' in result.stderr
 
 
-def photometric_run(tmp_path, synthetic_root, deferred, preprocessor):
-    """Four iterations of the debug model on views with the ImageNet config's photometric
-    augmentation, per image in the workers or deferred to the data preprocessor."""
-    cfg = Config.fromfile(write_test_config(tmp_path / f'cfg_{deferred}.py', synthetic_root))
+def photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed=None):
+    """The debug model on views with the ImageNet config's photometric augmentation, per
+    image in the worker or deferred to the data preprocessor; one worker process."""
+    packed = deferred if packed is None else packed
+    path = tmp_path / f'cfg_{deferred}_{preprocessor}_{packed}.py'
+    cfg = Config.fromfile(write_test_config(path, synthetic_root))
     photometric = Config.fromfile('configs/pretrain/densevit_s.py').photometric_transforms
     crop = dict(type='RandomResizedCropWithBox', scale=96, crop_ratio_range=(0.2, 1.),
                 backend='pillow')
@@ -283,26 +287,54 @@ def photometric_run(tmp_path, synthetic_root, deferred, preprocessor):
         dict(type='LoadImageFromFile'),
         dict(type='MultiViewWithGeometry', num_views=2, transforms=[view]),
         dict(type='PackInputs', algorithm_keys=['view_geometry'] + (
-            ['view_photometric'] if deferred else []))]
+            ['view_photometric'] if packed else []))]
+    cfg.train_dataloader.num_workers = 1
     cfg.model.data_preprocessor = dict(cfg.model.get('data_preprocessor') or {},
                                        type=preprocessor)
-    cfg.work_dir = str(tmp_path / f'work_{deferred}')
+    cfg.work_dir = str(tmp_path / f'work_{path.stem}')
     cfg.train_cfg.max_iters = 4
     cfg.randomness = dict(seed=0)
-    Runner.from_cfg(cfg).train()
-    return torch.load(tmp_path / f'work_{deferred}' / 'record_rank0.pt', weights_only=True)
+    cfg.dump(str(path))
+    return cfg
 
 
 def test_photometric_augmentation_on_the_device_trains_exactly_as_per_image(tmp_path,
                                                                              synthetic_root):
-    per_image = photometric_run(tmp_path, synthetic_root, False, 'SelfSupDataPreprocessor')
-    deferred = photometric_run(tmp_path, synthetic_root, True, 'PhotometricDataPreprocessor')
+    records = []
+    for deferred, preprocessor in ((False, 'SelfSupDataPreprocessor'),
+                                   (True, 'PhotometricDataPreprocessor')):
+        cfg = photometric_config(tmp_path, synthetic_root, deferred, preprocessor)
+        runner = Runner.from_cfg(cfg)
+        check_photometric_option(runner)
+        runner.train()
+        records.append(torch.load(osp.join(cfg.work_dir, 'record_rank0.pt'), weights_only=True))
+    per_image, deferred = records
     assert sorted(deferred['losses']) == [0, 1, 2, 3]
     assert deferred['losses'] == per_image['losses']  # same views, same floats
     for name in ('head.loss_global', 'head.loss_dense'):
         assert torch.equal(deferred['queues'][name]['queue'], per_image['queues'][name]['queue'])
 
 
-def test_deferred_photometric_without_its_preprocessor_is_refused(tmp_path, synthetic_root):
-    with pytest.raises(ValueError, match="would train without it.*PhotometricDataPreprocessor"):
-        photometric_run(tmp_path, synthetic_root, True, 'SelfSupDataPreprocessor')
+@pytest.mark.parametrize('deferred,packed,preprocessor,message', [
+    (True, False, 'PhotometricDataPreprocessor', "does not pack 'view_photometric'"),
+    (True, True, 'SelfSupDataPreprocessor', 'SelfSupDataPreprocessor, which would train '
+                                            'without it'),
+    (False, False, 'PhotometricDataPreprocessor', 'has no DeferredPhotometric'),
+])
+def test_a_run_that_would_lose_its_photometric_augmentation_is_refused_at_start(
+        tmp_path, synthetic_root, deferred, packed, preprocessor, message):
+    cfg = photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed)
+    with pytest.raises(ValueError, match=message):
+        check_photometric_option(Runner.from_cfg(cfg))
+
+
+def test_tools_train_checks_the_photometric_option_before_training(tmp_path, synthetic_root,
+                                                                   repo_root):
+    cfg = photometric_config(tmp_path, synthetic_root, True, 'PhotometricDataPreprocessor',
+                             packed=False)
+    result = subprocess.run(
+        [sys.executable, osp.join(repo_root, 'tools/train.py'), cfg.filename],
+        env=dict(os.environ, PYTHONPATH=repo_root), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "does not pack 'view_photometric'" in result.stderr
+    assert 'Iter(train)' not in result.stdout + result.stderr

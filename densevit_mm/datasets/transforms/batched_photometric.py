@@ -6,8 +6,8 @@ contrast and colour, and the hue shift through Pillow's 8-bit HSV), mmcv's
 ``RandomGrayscale`` and mmpretrain's ``GaussianBlur`` (Pillow's three-pass extended box
 blur).  The arithmetic follows Pillow's and NumPy's -- float32 blends truncated to integers,
 fixed-point luma, Pillow's own 8-bit HSV tables, integer box sums -- so the result equals the
-per-image op's to within one grey level (exactly, on a CPU: see
-``tests/test_datasets/test_batched_photometric.py``).
+per-image op's bit for bit (on a CPU, tested in
+``tests/test_datasets/test_batched_photometric.py``; a ``gpu`` test checks CUDA).
 
 Hand-written rather than torchvision's v2 tensor ops or kornia: torchvision's take one
 factor per call (a loop over the batch), and both compute hue in float HSV and blur with a
@@ -19,7 +19,8 @@ Images here are float tensors ``(N, 3, H, W)`` holding integer values 0..255, ch
 mmcv's BGR order.  :class:`DeferredPhotometric` draws the parameters in the data workers;
 :func:`apply_photometric` applies a batch of them.
 """
-from typing import Dict, Tuple
+import functools
+from typing import Dict, Tuple, Union
 
 import numpy as np
 import torch
@@ -152,23 +153,50 @@ def _box_blur_pass(x: torch.Tensor, r: int, inner: torch.Tensor,
     return total.div_(1 << 24).floor_().float()
 
 
-def gaussian_blur(image: torch.Tensor, radius: torch.Tensor, passes: int = 3) -> torch.Tensor:
-    """``PIL.ImageFilter.GaussianBlur(radius)`` per image: ``passes`` box blurs along the
-    width, then along the height, each rounded to integers as Pillow stores them.  Images
-    are grouped by their integer box radius (0 or 1 for radii up to 2)."""
-    r, inner, outer = box_blur_weights(radius.detach().cpu().numpy())
+def _box_blur(x: torch.Tensor, inner: torch.Tensor, outer: torch.Tensor, box: int,
+              passes: int = 3) -> torch.Tensor:
+    """``passes`` box blurs along the width, then along the height, each rounded to integers
+    as Pillow stores them."""
+    for _ in range(passes):
+        x = _box_blur_pass(x, box, inner, outer)
+    x = x.transpose(-1, -2)
+    for _ in range(passes):
+        x = _box_blur_pass(x, box, inner, outer)
+    return x.transpose(-1, -2)
+
+
+def _blur_steps(rows: np.ndarray, radius: np.ndarray) -> list:
+    """The steps (see :func:`_run`) blurring images ``rows`` with ``radius`` as
+    ``PIL.ImageFilter.GaussianBlur``: one per integer box radius (0 or 1 up to radius 2)."""
+    r, inner, outer = box_blur_weights(radius)
+    return [(functools.partial(_box_blur, box=int(box)), rows[r == box],
+             [inner[r == box], outer[r == box]]) for box in np.unique(r)]
+
+
+def _run(out: torch.Tensor, steps: list) -> torch.Tensor:
+    """Apply ``(op, rows, args)`` steps in order, in place: ``out[rows] = op(out[rows],
+    *args)`` with host arrays ``rows`` and ``args``.  All of them reach the device in one
+    copy from pinned memory, so the host never waits for the device here."""
+    steps = [step for step in steps if len(step[1])]
+    if not steps:
+        return out
+    host = [np.asarray(a, dtype=np.float64) for _, rows, args in steps for a in (rows, *args)]
+    flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in host]))
+    if out.device.type == 'cuda':
+        flat = flat.pin_memory()
+    flat = flat.to(out.device, non_blocking=True)
+    pieces = iter([piece.view(a.shape) for piece, a in
+                   zip(torch.split(flat, [a.size for a in host]), host)])
+    for op, _, args in steps:
+        rows = next(pieces).long()
+        out.index_copy_(0, rows, op(out.index_select(0, rows), *[next(pieces) for _ in args]))
+    return out
+
+
+def gaussian_blur(image: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """``PIL.ImageFilter.GaussianBlur(radius)`` per image (``radius``: ``(N,)``)."""
     out = image.to(torch.float32).clone()
-    for box in np.unique(r).tolist():
-        rows = torch.from_numpy(np.flatnonzero(r == box)).to(image.device)
-        weights = [torch.from_numpy(w[r == box].astype(np.float64)).to(image.device)
-                   for w in (inner, outer)]
-        x = out.index_select(0, rows)
-        for _ in range(passes):
-            x = _box_blur_pass(x, box, *weights)
-        x = x.transpose(-1, -2)
-        for _ in range(passes):
-            x = _box_blur_pass(x, box, *weights)
-        out.index_copy_(0, rows, x.transpose(-1, -2))
+    _run(out, _blur_steps(np.arange(len(image)), radius.detach().cpu().numpy()))
     return out.to(image.dtype)
 
 
@@ -176,40 +204,37 @@ _JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue
 
 
 @torch.no_grad()
-def apply_photometric(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+def apply_photometric(images: torch.Tensor,
+                      params: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
     """Apply DeferredPhotometric's drawn parameters to a batch of one view.
 
-    Which image gets which op is decided on the host, from ``params``, so the device never
-    waits for the host.
+    Which image gets which op is decided on the host, from ``params``; the indices and
+    arguments travel to the device in one asynchronous copy.
 
     Args:
         images (Tensor): ``(N, 3, H, W)`` integer values 0..255 (any dtype), BGR.
-        params (Tensor): ``(N, NUM_COLUMNS)`` float64 rows, see the column constants.
+        params (ndarray | Tensor): ``(N, NUM_COLUMNS)`` float64 rows, see the column
+            constants.
 
     Returns:
         Tensor: float32 ``(N, 3, H, W)`` of integer values 0..255, BGR.
     """
-    if params.ndim != 2 or params.shape != (images.shape[0], NUM_COLUMNS):
+    if isinstance(params, torch.Tensor):
+        params = params.detach().cpu().numpy()
+    params = np.asarray(params, dtype=np.float64)
+    if params.shape != (images.shape[0], NUM_COLUMNS):
         raise ValueError(f'photometric parameters must be ({images.shape[0]}, {NUM_COLUMNS}) '
-                         f'rows, one per image, got {tuple(params.shape)}')
-    params = params.detach().to('cpu', torch.float64)
-    out = images.to(torch.float32)
-
-    def run(op, chosen: torch.Tensor, arg: torch.Tensor, arg_on_host: bool = False) -> None:
-        if chosen.any():
-            rows = chosen.nonzero().squeeze(1).to(out.device)
-            arg = arg[chosen] if arg_on_host else arg[chosen].to(out.device)
-            out.index_copy_(0, rows, op(out.index_select(0, rows), arg))
-
+                         f'rows, one per image, got {params.shape}')
+    steps = []
+    jitter = params[:, JITTER] == 1
+    for position in range(4):
+        for op_index, op in enumerate(_JITTER_OPS):
+            factor = params[:, FACTORS.start + op_index]
+            chosen = jitter & (params[:, ORDER.start + position] == op_index) & ~np.isnan(factor)
+            steps.append((op, np.flatnonzero(chosen), [factor[chosen]]))
+    rows = np.flatnonzero(params[:, GRAY] == 1)
+    steps.append((grayscale, rows, [params[rows, GRAY_WEIGHTS]]))
+    rows = np.flatnonzero((params[:, BLUR] == 1) & (params[:, RADIUS] > 0))
+    steps += _blur_steps(rows, params[rows, RADIUS])
     with torch.autocast(images.device.type, enabled=False):
-        jitter = params[:, JITTER] == 1
-        for position in range(4):
-            for op_index, op in enumerate(_JITTER_OPS):
-                factor = params[:, FACTORS.start + op_index]
-                run(op, jitter & (params[:, ORDER.start + position] == op_index)
-                    & ~torch.isnan(factor), factor)
-        run(grayscale, params[:, GRAY] == 1, params[:, GRAY_WEIGHTS])
-        # gaussian_blur computes Pillow's box weights from the radii on the host
-        run(gaussian_blur, (params[:, BLUR] == 1) & (params[:, RADIUS] > 0), params[:, RADIUS],
-            arg_on_host=True)
-    return out
+        return _run(images.to(torch.float32), steps)

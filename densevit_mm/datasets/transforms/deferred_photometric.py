@@ -24,14 +24,15 @@ class DeferredPhotometric(BaseTransform):
     ``transforms`` are the per-image transforms the pipeline would otherwise run, with their
     arguments unchanged.  Their own random methods draw the parameters, in the order and
     with the same calls to NumPy's and Python's generators as running them would make: with
-    the same seed a view gets the same augmentation either way (to within one grey level,
-    the batched ops' tolerance).  Each view's parameters go to ``results['photometric']``
-    (a float64 row, columns in :mod:`batched_photometric`); ``MultiViewWithGeometry``
-    stacks them into ``view_photometric`` -- pack it with ``PackInputs(algorithm_keys=[...,
+    the same seed a view gets the same augmentation either way (bit for bit on a CPU).
+    Each view's parameters go to ``results['photometric']`` (a float64 row, columns in
+    :mod:`batched_photometric`); ``MultiViewWithGeometry`` stacks them into
+    ``view_photometric`` -- pack it with ``PackInputs(algorithm_keys=[...,
     'view_photometric'])``.
 
     The photometric transforms commute with a horizontal flip (they are pointwise, or a
-    mirror-symmetric blur), so the flip may stay in the worker after this transform.
+    mirror-symmetric blur), so the flip may stay in the worker after this transform;
+    ``MultiViewWithGeometry`` allows nothing else after it.
     """
 
     def __init__(self, transforms: List[dict]) -> None:
@@ -60,9 +61,13 @@ class DeferredPhotometric(BaseTransform):
                                  "batched ops reproduce the 'pillow' backend only")
             return 'jitter'
         if isinstance(t, RandomGrayscale):
-            if not t.keep_channels or t.color_format not in ('bgr', 'rgb'):
+            weights = np.asarray(t.channel_weights, dtype=np.float64)
+            if not t.keep_channels or t.color_format not in ('bgr', 'rgb') or \
+                    weights.shape != (3,) or (weights < 0).any() or weights.sum() <= 0:
                 raise ValueError(f'{_ORDER_HELP}; got RandomGrayscale(keep_channels='
-                                 f'{t.keep_channels}, color_format={t.color_format!r})')
+                                 f'{t.keep_channels}, color_format={t.color_format!r}, '
+                                 f'channel_weights={t.channel_weights}): keep_channels=True '
+                                 'and three non-negative channel_weights are needed')
             return 'gray'
         if isinstance(t, GaussianBlur):
             return 'blur'

@@ -52,6 +52,19 @@ class MultiViewWithGeometry(MultiView):
                    for view in transforms):
             raise ValueError('every view pipeline of MultiViewWithGeometry needs a '
                              'RandomResizedCropWithBox (it records the crop box)')
+        for view in transforms:
+            names = [t.get('type') for t in view]
+            if 'DeferredPhotometric' not in names:
+                continue
+            at = names.index('DeferredPhotometric')
+            after = view[at + 1:]
+            if 'RandomResizedCropWithBox' not in names[:at] or any(
+                    t.get('type') != 'RandomFlip' or t.get('direction', 'horizontal')
+                    != 'horizontal' for t in after):
+                raise ValueError(
+                    'DeferredPhotometric must come after RandomResizedCropWithBox, followed by '
+                    'horizontal RandomFlips only: its ops are applied to the final view on the '
+                    f'device, where only a horizontal flip commutes with them; got {names}')
 
     def transform(self, results: dict) -> dict:
         images, geometry, photometric = [], [], []

@@ -2,7 +2,6 @@
 from typing import Optional
 
 import numpy as np
-import torch
 from mmpretrain.models.utils import SelfSupDataPreprocessor
 from mmpretrain.registry import MODELS
 
@@ -14,11 +13,10 @@ class PhotometricDataPreprocessor(SelfSupDataPreprocessor):
     """``SelfSupDataPreprocessor`` that first applies, batched on the device, the colour
     jitter, grayscale and blur that :class:`DeferredPhotometric` drew in the data workers.
 
-    The workers then only decode, crop, flip and resize; the views reach the device as
-    uint8 (a quarter of the float32 transfer), get their photometric augmentation here --
-    equal to mmpretrain's per-image transforms to within one grey level -- and are then
-    converted to RGB and normalised as ``SelfSupDataPreprocessor`` does.  Arguments are
-    ``SelfSupDataPreprocessor``'s.
+    The workers then only decode, crop, flip and resize; the uint8 views get their
+    photometric augmentation here -- equal to what mmpretrain's per-image transforms would
+    have done (exactly on a CPU) -- and are then converted to RGB and normalised as
+    ``SelfSupDataPreprocessor`` does.  Arguments are ``SelfSupDataPreprocessor``'s.
 
     In training every sample must carry ``view_photometric`` (else the views would train
     without colour augmentation, and this raises); outside training, batches without it are
@@ -29,8 +27,8 @@ class PhotometricDataPreprocessor(SelfSupDataPreprocessor):
         data = self.cast_data(data)
         samples: Optional[list] = data.get('data_samples')
         if samples and 'view_photometric' in samples[0]:
-            params = torch.as_tensor(np.stack([np.asarray(s.view_photometric)
-                                               for s in samples]))  # (B, V, NUM_COLUMNS)
+            params = np.stack([np.asarray(s.view_photometric)
+                               for s in samples])  # (B, V, NUM_COLUMNS), on the host
             views = data['inputs']
             if not isinstance(views, (list, tuple)) or len(views) != params.shape[1]:
                 raise ValueError(f'{params.shape[1]} views of photometric parameters per '

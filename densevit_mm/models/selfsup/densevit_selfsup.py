@@ -10,7 +10,6 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from densevit_mm.evaluation import correspondence_accuracy, hub_share
-from ..data_preprocessors import PhotometricDataPreprocessor
 from ..losses import DenseContrastiveLoss, MemoryQueue
 
 
@@ -132,14 +131,6 @@ class DenseViTSelfSup(BaseSelfSupervisor):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise ValueError('DenseViTSelfSup needs two views per image: use a MultiView '
                              'transform with num_views=2 in the data pipeline.')
-        if data_samples and 'view_photometric' in data_samples[0] and not isinstance(
-                self.data_preprocessor, PhotometricDataPreprocessor):
-            raise ValueError(
-                'the data pipeline defers the photometric augmentation (DeferredPhotometric) '
-                f'but the data preprocessor is {type(self.data_preprocessor).__name__}, which '
-                "would train without it: set data_preprocessor=dict(type="
-                "'PhotometricDataPreprocessor') (see "
-                'configs/pretrain/densevit_s_device-photometric.py)')
         view_q, view_k = inputs
         q_out = self.backbone(view_q)
         q_global, q_dense, _ = self.neck(q_out)
