@@ -160,13 +160,16 @@ def measure_losses(args, shape) -> dict:
     """Seconds and peak memory of every loss path at ``shape``, with ratios to the chunked
     path of the default chunk size (the fallback) and to the naive reference."""
     seconds = _run(_loss_timing_worker, args, shape)
+    if 'error' in seconds:
+        raise SystemExit(f'loss timing failed: {seconds["error"]}')
     report = {}
     for name, path in _loss_paths(args).items():
         if name == 'naive' and args.no_naive:
             continue
         r = _run(_loss_memory_worker, args, shape, path)
         if 'error' not in r:
-            r['seconds'] = seconds[name]
+            r = (dict(r, seconds=seconds[name]) if name in seconds else
+                 dict(error='failed in the timing process only (it ran alone)'))
         report[name] = r
     reference = report.get('naive', {})
     fallback = report.get(f'chunked {args.step_chunk}', {})

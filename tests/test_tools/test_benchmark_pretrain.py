@@ -50,3 +50,25 @@ def test_step_comparison_has_the_guarded_step_and_the_parts(tmp_path, repo_root)
     vit = 4 * 12 * (2 * 5 * 12 * 384 ** 2 + 4 * 5 * 5 * 384)
     assert step['floor_ratio'] == pytest.approx(1 + dense / vit, rel=1e-12)
     assert 'through train_step + GuardedOptimWrapper' in stdout and '| dense loss |' in stdout
+
+
+def test_a_path_that_fails_only_in_the_timing_process_is_reported_not_a_key_error(monkeypatch,
+                                                                                   repo_root):
+    import argparse
+    sys.path.insert(0, osp.join(repo_root, 'tools'))
+    import benchmark_pretrain
+
+    def fake_run(target, *args):
+        if target is benchmark_pretrain._loss_timing_worker:
+            return {'naive': 2.0, 'chunked 128': 1.0}  # the fused path dropped out there
+        return dict(peak_bytes=10)
+    monkeypatch.setattr(benchmark_pretrain, '_run', fake_run)
+    args = argparse.Namespace(chunk_sizes=[128], step_chunk=128, no_naive=False)
+    report = benchmark_pretrain.measure_losses(args, (4, 8, 2))
+    assert report['fused'] == dict(error='failed in the timing process only (it ran alone)')
+    assert report['chunked 128']['time_vs_naive'] == 0.5
+
+    monkeypatch.setattr(benchmark_pretrain, '_run', lambda target, *args: dict(
+        error='the measuring process died (exit code -9)'))
+    with pytest.raises(SystemExit, match='loss timing failed: the measuring process died'):
+        benchmark_pretrain.measure_losses(args, (4, 8, 2))
