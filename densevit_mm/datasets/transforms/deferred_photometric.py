@@ -38,6 +38,7 @@ class DeferredPhotometric(BaseTransform):
     def __init__(self, transforms: List[dict]) -> None:
         super().__init__()
         self.steps = []  # (kind, transform, probability wrapper or None)
+        self.gray_weights = None  # normalised as mmcv's RandomGrayscale normalises them
         for cfg in transforms:
             t = TRANSFORMS.build(cfg) if isinstance(cfg, dict) else cfg
             wrapper = None
@@ -47,6 +48,8 @@ class DeferredPhotometric(BaseTransform):
                     raise ValueError(f'{_ORDER_HELP}; got RandomApply of {inner}')
                 wrapper, t = (t, inner[0])
             kind = self._kind(t)
+            if kind == 'gray':
+                self.gray_weights = np.array(t.channel_weights) / sum(t.channel_weights)
             self.steps.append((kind, t, wrapper))
         kinds = [kind for kind, _, _ in self.steps]
         ranked = [('jitter', 'gray', 'blur').index(k) for k in kinds]
@@ -87,8 +90,7 @@ class DeferredPhotometric(BaseTransform):
                 row[bp.FACTORS] = [np.nan if f is None else f for f in factors]
             elif kind == 'gray':
                 if t._random_prob() < t.prob:
-                    weights = np.array(t.channel_weights) / sum(t.channel_weights)
-                    row[bp.GRAY], row[bp.GRAY_WEIGHTS] = 1, weights
+                    row[bp.GRAY], row[bp.GRAY_WEIGHTS] = 1, self.gray_weights
             elif not t.random_disable():  # blur
                 row[bp.BLUR] = 1
                 row[bp.RADIUS] = t.radius if t.radius is not None else t.random_magnitude()
