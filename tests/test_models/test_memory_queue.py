@@ -127,3 +127,51 @@ def test_commit_counts_the_rows_it_refused():
     bad[0, 0] = float('-inf')
     queue.enqueue(bad)
     assert queue.commit() == 1 and int(queue.queue_ptr) == 2
+
+
+@pytest.fixture
+def no_host_reads(monkeypatch):
+    """Inside ``with no_host_reads():`` reading a tensor value to the host raises."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        with monkeypatch.context() as patch:
+            for name in ('item', 'tolist', '__bool__', '__int__', '__float__', '__index__'):
+                def refuse(*args, name=name, **kwargs):
+                    raise AssertionError(f'Tensor.{name} read a value to the host')
+                patch.setattr(torch.Tensor, name, refuse)
+            yield
+    return guard
+
+
+def test_a_commit_vouched_finite_writes_the_same_rows_without_reading_the_device(
+        no_host_reads):
+    checked, vouched = MemoryQueue(queue_len=7, feat_dim=2), MemoryQueue(queue_len=7, feat_dim=2)
+    vouched.load_state_dict(checked.state_dict())
+    for start, n in ((100, 3), (200, 5), (300, 9)):  # wraps round, then longer than the queue
+        for queue in (checked, vouched):
+            queue.stage()
+            queue.enqueue(keys(start, n))
+        checked.commit()
+        with no_host_reads():
+            assert vouched.staged_non_finite_rows().shape == ()
+            assert vouched.commit(all_finite=True) == 0
+        assert torch.equal(vouched.queue, checked.queue)
+        assert torch.equal(vouched.queue_ptr, checked.queue_ptr)
+    assert int(vouched.queue_ptr) == (3 + 5 + 9) % 7
+
+
+def test_staged_non_finite_rows_counts_every_staged_batch():
+    queue = MemoryQueue(queue_len=5, feat_dim=2)
+    assert int(queue.staged_non_finite_rows()) == 0  # nothing staged
+    queue.stage()
+    bad = keys(0, 3)
+    bad[0, 0], bad[2, 1] = float('nan'), float('inf')
+    queue.enqueue(bad)
+    queue.enqueue(keys(10, 2))
+    worse = keys(20, 2)
+    worse[1, 0] = float('-inf')
+    queue.enqueue(worse)
+    assert int(queue.staged_non_finite_rows()) == 3
+    assert queue.staging and queue.commit() == 3 and not queue.staging

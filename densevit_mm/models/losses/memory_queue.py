@@ -24,9 +24,13 @@ class MemoryQueue(nn.Module):
     warning naming the loss) and :meth:`commit` returns their number.
 
     Writes can be held back: after :meth:`stage`, :meth:`enqueue` only collects keys, and
-    :meth:`commit` writes them (or :meth:`discard` forgets them).  The training step uses
-    this to write a step's keys only once the optimiser has accepted that step
-    (``DenseViTSelfSup.train_step``).
+    :meth:`commit` writes them (or :meth:`discard` forgets them).  ``GuardedOptimWrapper``
+    stages the queues of the model it trains and commits them only once it has applied the
+    step, whatever wraps the model (one process or ``MMDistributedDataParallel``).
+
+    A write reads nothing back to the host when the caller vouches that every row is finite
+    (``commit(all_finite=True)``): the pointer stays on the device, so a training step
+    waits for no GPU kernel here.
 
     Args:
         queue_len (int): Number of keys held. Defaults to 65536.
@@ -59,6 +63,11 @@ class MemoryQueue(nn.Module):
         else:
             self._write(keys.detach())
 
+    @property
+    def staging(self) -> bool:
+        """Whether :meth:`enqueue` is holding keys back for :meth:`commit`."""
+        return self._staged is not None
+
     def stage(self) -> None:
         """Hold back the writes of :meth:`enqueue` until :meth:`commit` or :meth:`discard`
         (keys staged earlier and not yet committed stay staged)."""
@@ -66,44 +75,55 @@ class MemoryQueue(nn.Module):
             self._staged = []
 
     @torch.no_grad()
-    def commit(self) -> int:
+    def staged_non_finite_rows(self) -> torch.Tensor:
+        """Number of staged key rows (this rank's) with a non-finite entry, as a 0-d tensor on
+        the queue's device (nothing is read to the host)."""
+        count = torch.zeros((), dtype=torch.long, device=self.queue.device)
+        for keys in self._staged or ():
+            count += (~torch.isfinite(keys).all(dim=1)).sum()  # (n,) -> ()
+        return count
+
+    @torch.no_grad()
+    def commit(self, all_finite: bool = False) -> int:
         """Write the staged keys in the order they came and stop staging.
 
-        Every rank must call it at the same point (it gathers).  Returns the number of
+        Every rank must call it at the same point (it gathers).  ``all_finite=True``: the
+        caller knows that no rank staged a non-finite row (see :meth:`staged_non_finite_rows`),
+        so the rows are written without being checked on the host.  Returns the number of
         non-finite rows refused in this write.
         """
         staged, self._staged = self._staged, None
         if not staged:
             return 0
-        return self._write(torch.cat(staged))
+        return self._write(torch.cat(staged), all_finite)
 
     def discard(self) -> int:
         """Forget the staged keys and stop staging. Returns how many rows were forgotten."""
         staged, self._staged = self._staged, None
         return sum(len(keys) for keys in staged or ())
 
-    def _write(self, keys: torch.Tensor) -> int:
+    def _write(self, keys: torch.Tensor, all_finite: bool = False) -> int:
         if get_world_size() > 1:
             keys = torch.cat(all_gather(keys.contiguous()), dim=0)  # (world * n, D)
-        # After the gather every rank sees the same rows, so all drop the same ones.
-        finite = torch.isfinite(keys).all(dim=1)  # (world * n,)
-        dropped = int(keys.shape[0] - finite.sum())
-        if dropped:
-            keys = keys[finite]
-            print_log(f'{type(self).__name__}: {dropped} of {len(finite)} key rows had non-finite '
-                      'entries and were not written to the queue', logger='current',
-                      level=logging.WARNING)
+        dropped = 0
+        if not all_finite:
+            # After the gather every rank sees the same rows, so all drop the same ones.
+            finite = torch.isfinite(keys).all(dim=1)  # (world * n,)
+            dropped = int(keys.shape[0] - finite.sum())
+            if dropped:
+                keys = keys[finite]
+                print_log(f'{type(self).__name__}: {dropped} of {len(finite)} key rows had '
+                          'non-finite entries and were not written to the queue',
+                          logger='current', level=logging.WARNING)
         n = keys.shape[0]
         if n == 0:
             return dropped
-        ptr = int(self.queue_ptr)
-        if n >= self.queue_len:
-            # Only the last queue_len keys survive; they start where key n - queue_len went.
-            ptr = (ptr + n - self.queue_len) % self.queue_len
-            keys = keys[-self.queue_len:]
-        rows = (ptr + torch.arange(keys.shape[0], device=keys.device)) % self.queue_len  # (n,)
-        self.queue[rows] = keys.to(self.queue.dtype)
-        self.queue_ptr[0] = (ptr + keys.shape[0]) % self.queue_len
+        # Only the last queue_len keys survive; they go where they would have gone one by one.
+        kept = min(n, self.queue_len)
+        offsets = torch.arange(n - kept, n, device=keys.device)  # (kept,)
+        rows = (self.queue_ptr + offsets) % self.queue_len  # on the device: no host read
+        self.queue.index_copy_(0, rows, keys[n - kept:].to(self.queue.dtype))
+        self.queue_ptr.add_(n).remainder_(self.queue_len)
         return dropped
 
     def extra_repr(self) -> str:
