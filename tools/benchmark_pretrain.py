@@ -248,13 +248,20 @@ def _step_setup(name, args):
     views = [torch.randn(args.batch, 3, args.img_size, args.img_size, device=dev)
              for _ in range(2)]
 
-    def step():
+    from densevit_mm.models.losses import MemoryQueue
+    queues = [m for m in model.modules() if isinstance(m, MemoryQueue)]
+
+    def step():  # unguarded: the keys go into the queues whatever the step's values
+        for queue in queues:
+            queue.stage()
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=args.bf16):
             losses = model.loss(views, None)
             loss = sum(v for key, v in losses.items() if key.startswith('loss'))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        for queue in queues:
+            queue.commit(all_finite=True)
     return model, optimizer, views, step
 
 
@@ -310,7 +317,7 @@ def step_parts(model, optimizer, views, args) -> dict:
     def loss_of(loss_module, *inputs):
         def run():
             q = inputs[0].detach().requires_grad_()
-            loss_module.stage()  # as train_step does; the write itself is timed by 'enqueue'
+            loss_module.stage()  # as training does; the write itself is timed by 'enqueue'
             with torch.autocast(**amp):
                 loss = loss_module(q, *inputs[1:])
             loss.backward()
@@ -326,7 +333,7 @@ def step_parts(model, optimizer, views, args) -> dict:
             if loss_module is not None:
                 loss_module.stage()
                 loss_module.enqueue(F.normalize(keys.float(), dim=1))
-                loss_module.commit()
+                loss_module.commit(all_finite=True)  # as an applied step
 
     def optimizer_step():
         for p in model.parameters():

@@ -3,6 +3,10 @@ default_scope = 'mmpretrain'
 custom_imports = dict(imports=['densevit_mm'], allow_failed_imports=False)
 
 default_hooks = dict(
+    # reads the step's log values to the host once per logging interval (mmengine's
+    # RuntimeInfoHook reads each one every step, which stalls a GPU) and logs nothing of a
+    # step that GuardedOptimWrapper skipped
+    runtime_info=dict(type='DeferredRuntimeInfoHook'),
     timer=dict(type='IterTimerHook'),
     # LoggerHook prints the ETA with every log line.
     logger=dict(type='LoggerHook', interval=50),

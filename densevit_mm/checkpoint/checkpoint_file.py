@@ -7,7 +7,7 @@ in this project that writes or reads a checkpoint goes through this module.
 import os
 import os.path as osp
 import zipfile
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
 
@@ -128,10 +128,17 @@ def load_checkpoint_file(path: str, mmap: bool = False) -> dict:
 
 
 def non_finite_tensors(tensors: Mapping[str, torch.Tensor]) -> List[str]:
-    """Names of the floating-point tensors with any ``nan`` or ``inf`` entry."""
-    return [name for name, t in tensors.items()
-            if isinstance(t, torch.Tensor) and t.is_floating_point()
-            and not bool(torch.isfinite(t).all())]
+    """Names of the floating-point tensors with any ``nan`` or ``inf`` entry (one read of
+    the device for all of them)."""
+    by_device: Dict[torch.device, Dict[str, torch.Tensor]] = {}
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            by_device.setdefault(t.device, {})[name] = t
+    finite = {}
+    for group in by_device.values():
+        flags = torch.stack([torch.isfinite(t).all() for t in group.values()]).tolist()
+        finite.update(zip(group, flags))
+    return [name for name in tensors if finite.get(name) is False]
 
 
 def describe_non_finite(tensors: Mapping[str, torch.Tensor]) -> Optional[str]:

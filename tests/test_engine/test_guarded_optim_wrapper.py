@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MessageHub
 
-from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper
+from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper, bf16_supported
+from densevit_mm.models.losses import MemoryQueue
 
 
 def make(wrapper=GuardedOptimWrapper, device='cpu', **kwargs):
@@ -53,6 +54,7 @@ def test_a_non_finite_step_changes_no_weight_and_no_optimizer_state(poison, mm_l
     assert all(p.grad is None or not p.grad.abs().sum() for p in model.parameters())
     warning = [m for level, m in mm_log if level == 'WARNING']
     assert len(warning) == 1 and warning[0].startswith('iteration 2: non-finite loss or gradients')
+    assert 'step skipped, weights, optimizer state and queues unchanged' in warning[0]
     assert '1 in a row, training stops at 20' in warning[0]
     step(model, optim)  # and the run goes on
     assert optim.step_applied is True and optim.consecutive_skips == 0
@@ -177,3 +179,135 @@ def test_with_gradient_accumulation_the_skip_message_names_real_iterations():
             assert str(err).startswith('iterations 4-6: 2 training steps in a row')
             return
     raise AssertionError('the run was not stopped')
+
+
+class Keyed(nn.Module):
+    """A linear model whose forward pass writes its output rows to a queue, as the
+    contrastive losses do."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 2)
+        self.queue = MemoryQueue(queue_len=6, feat_dim=2)
+
+    def forward(self, x):
+        out = self.linear(x)
+        self.queue.enqueue(out.detach())
+        return out.square().mean()
+
+
+def keyed_step(model, optim, x, poison=False):
+    with optim.optim_context(model):
+        loss = model(x)
+    optim.update_params(loss * float('nan') if poison else loss)
+
+
+def test_queue_writes_wait_for_the_decision_and_go_only_with_applied_steps():
+    model = Keyed()
+    optim = GuardedOptimWrapper(torch.optim.SGD(model.linear.parameters(), lr=0.1))
+    initial = model.queue.queue.clone()
+    x = torch.arange(8.).reshape(2, 4)
+    expected = model.linear(x).detach()
+    keyed_step(model, optim, x)
+    assert optim.step_applied is True and int(model.queue.queue_ptr) == 2
+    assert torch.equal(model.queue.queue[:2], expected) and not model.queue.staging
+    before = model.queue.queue.clone()
+    keyed_step(model, optim, x + 1, poison=True)
+    assert optim.step_applied is False and not model.queue.staging
+    assert torch.equal(model.queue.queue, before) and int(model.queue.queue_ptr) == 2
+    assert torch.equal(model.queue.queue[2:], initial[2:])
+
+
+def test_accumulated_micro_batches_are_written_together_in_order():
+    model = Keyed()
+    optim = GuardedOptimWrapper(torch.optim.SGD(model.linear.parameters(), lr=0.1),
+                                accumulative_counts=2)
+    x1, x2 = torch.ones(2, 4), 2 * torch.ones(1, 4)
+    expected = torch.cat([model.linear(x1), model.linear(x2)]).detach()
+    keyed_step(model, optim, x1)
+    assert optim.step_applied is None and int(model.queue.queue_ptr) == 0
+    keyed_step(model, optim, x2)
+    assert optim.step_applied is True and int(model.queue.queue_ptr) == 3
+    assert torch.equal(model.queue.queue[:3], expected)
+
+
+def test_a_non_finite_key_of_an_applied_step_is_dropped_and_counted(mm_log):
+    model = Keyed()
+    optim = GuardedOptimWrapper(torch.optim.SGD(model.linear.parameters(), lr=0.1))
+    forward = model.queue.enqueue
+
+    def poisoned(keys):
+        keys = keys.clone()
+        keys[0, 0] = float('inf')  # the loss does not see it: the step is good
+        forward(keys)
+    model.queue.enqueue = poisoned
+    keyed_step(model, optim, torch.ones(2, 4))
+    assert optim.step_applied is True and int(model.queue.queue_ptr) == 1
+    assert MessageHub.get_current_instance().get_scalar('train/dropped_keys').current() == 1
+    assert any('1 of 2 key rows had non-finite entries' in m for _, m in mm_log)
+
+
+class CountReads:
+    """Counts reads of tensor values to the host (on a GPU: waits for the queued kernels)."""
+    NAMES = ('item', 'tolist', 'numpy', '__bool__', '__float__', '__int__', '__index__')
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(*args, original=original, **kwargs):
+                self.count += 1
+                return original(*args, **kwargs)
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize('clip_grad', [None, dict(max_norm=0.01), dict(type='value',
+                                                                         clip_value=0.01)])
+def test_an_applied_update_reads_the_device_once(monkeypatch, clip_grad):
+    """One read for the decision, the stop flag, the key check and the logged gradient
+    norm; clipping reuses that norm (mmengine's reads it again)."""
+    model = Keyed()
+    kwargs = {} if clip_grad is None else dict(clip_grad=dict(clip_grad))
+    optim = GuardedOptimWrapper(torch.optim.SGD(model.linear.parameters(), lr=1.), **kwargs)
+    reference = Keyed()
+    x = torch.arange(8.).reshape(2, 4)
+    with optim.optim_context(model):
+        loss = model(x)
+    reference(x).backward()
+    params = list(reference.linear.parameters())
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if clip_grad and clip_grad.get('type') == 'value':
+        torch.nn.utils.clip_grad_value_(params, 0.01)
+    elif clip_grad:
+        torch.nn.utils.clip_grad_norm_(params, 0.01)
+    grads = [p.grad for p in params]
+    reads = CountReads(monkeypatch)
+    optim.update_params(loss)
+    assert reads.count == 1
+    monkeypatch.undo()
+    for p, g, q in zip(model.linear.parameters(), grads, reference.linear.parameters()):
+        torch.testing.assert_close(p, q - g)  # SGD, lr 1: the clipped gradient was applied
+    logged = MessageHub.get_current_instance().get_scalar('train/grad_norm').current()
+    assert logged == pytest.approx(float(norm), rel=1e-6)  # before clipping
+
+
+def test_a_stop_request_is_agreed_with_the_next_update():
+    model, optim = make()
+    step(model, optim)
+    assert optim.stop_agreed is False
+    optim.stop_requested = True  # what CrashSafeCheckpointHook's SIGTERM handler does
+    assert optim.stop_agreed is False  # until the ranks agree in the next update
+    step(model, optim, 'loss')  # a skipped step carries it too
+    assert optim.stop_agreed is True and optim.step_applied is False
+
+
+def test_bfloat16_emulated_on_a_gpu_does_not_count(monkeypatch):
+    """torch.cuda.is_bf16_supported() says True on V100 / T4, which only emulate it."""
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported',
+                        lambda including_emulation=True: including_emulation)
+    assert bf16_supported('cuda') is False
+    assert bf16_supported('cpu') is True
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
+    assert bf16_supported('cuda') is True

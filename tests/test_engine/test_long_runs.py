@@ -63,9 +63,13 @@ def test_an_infinite_key_costs_one_step_and_nothing_else(tmp_path, synthetic_roo
     FaultHook.snapshots.clear()
     make_runner(work, synthetic_root, [dict(type='FaultHook', fault='inf_key', iters=[3])],
                 iters=8).train()
-    losses = record(work)['losses']
-    assert losses[3] == {}  # the skipped step logs no nan
+    rec = record(work)
+    losses = rec['losses']
+    assert [i for i in range(8) if rec['applied'][i] is False] == [3]
+    # the skipped step logs no nan: the log holds the other steps' values, in order
+    assert rec['logged']['train/loss'] == [losses[i]['loss'] for i in range(8) if i != 3]
     assert all(torch.isfinite(torch.tensor(losses[i]['loss'])) for i in range(8) if i != 3)
+    assert not torch.isfinite(torch.tensor(losses[3]['loss']))
     snap = FaultHook.snapshots[3]
     assert all(torch.equal(snap['before'][n], snap['after'][n]) for n in snap['before'])
     for it in (6, 8):
@@ -75,7 +79,7 @@ def test_an_infinite_key_costs_one_step_and_nothing_else(tmp_path, synthetic_roo
                    for s in group.values() if torch.is_tensor(s))
     text = log_text(work)
     assert 'iteration 4: non-finite loss or gradients' in text  # 1-based, as the log lines
-    assert 'step skipped, weights and optimizer state unchanged (1 in a row' in text
+    assert 'step skipped, weights, optimizer state and queues unchanged (1 in a row' in text
 
 
 def test_a_diverged_run_stops_naming_the_last_good_checkpoint(tmp_path, synthetic_root):

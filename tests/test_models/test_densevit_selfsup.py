@@ -1,10 +1,11 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import MODELS
 
-from densevit_mm.models import DenseProjectionNeck
+from densevit_mm.models import DenseContrastiveLoss, DenseProjectionNeck, MemoryQueue
 
 
 # what stop_grad_conv1=True (set by the built-in and debug pretraining configs) leaves untrained
@@ -18,6 +19,18 @@ def model():
     model = MODELS.build(cfg.model)
     model.init_weights()
     return model
+
+
+def staged_loss(model, views, samples=None):
+    """``model.loss`` inside a training step: its queue writes staged and then committed, as
+    GuardedOptimWrapper does around an applied step."""
+    queues = [m for m in model.modules() if isinstance(m, MemoryQueue)]
+    for queue in queues:
+        queue.stage()
+    losses = model.loss(views, samples)
+    for queue in queues:
+        queue.commit()
+    return losses
 
 
 def two_views(B=4, size=64, seed=0):
@@ -45,7 +58,7 @@ def test_loss_dict_is_weighted_by_lambda(model):
     def losses_at(loss_lambda):
         model.load_state_dict(state)  # same weights, queues and EMA step every time
         model.loss_lambda = loss_lambda
-        return {k: float(v.detach()) for k, v in model.loss(views, None).items()}
+        return {k: float(v.detach()) for k, v in staged_loss(model, views, None).items()}
 
     raw_global = losses_at(0.)['loss_global']
     raw_dense = losses_at(1.)['loss_dense']
@@ -56,7 +69,7 @@ def test_loss_dict_is_weighted_by_lambda(model):
 
 
 def test_every_online_parameter_gets_a_gradient_and_keys_get_none(model):
-    losses = model.loss(two_views(), None)
+    losses = staged_loss(model, two_views(), None)
     sum(losses.values()).backward()
     no_grad = [n for n, p in model.named_parameters()
                if not n.startswith('target_encoder') and p.grad is None]
@@ -67,7 +80,7 @@ def test_every_online_parameter_gets_a_gradient_and_keys_get_none(model):
 def test_momentum_follows_mmengine_convention(model):
     momentum = model.target_encoder.momentum
     assert momentum == 0.001  # DenseCL's m = 0.999, from the config
-    model.loss(two_views(seed=0), None)  # first update: the key encoder copies the online one
+    staged_loss(model, two_views(seed=0))  # first update: the key encoder copies the online one
     online = dict(model.backbone.named_parameters())
     keyed = dict(model.target_encoder.module[0].named_parameters())
     for name, p in online.items():
@@ -76,7 +89,7 @@ def test_momentum_follows_mmengine_convention(model):
         for p in model.backbone.parameters():
             p.add_(1.0)  # pretend an optimiser step
     before = {n: p.clone() for n, p in keyed.items()}
-    model.loss(two_views(seed=1), None)
+    staged_loss(model, two_views(seed=1), None)
     for name, p in online.items():
         expected = (1 - momentum) * before[name] + momentum * p
         torch.testing.assert_close(keyed[name], expected)
@@ -91,7 +104,9 @@ def test_stop_grad_conv1_keeps_the_patch_projection_through_an_optimiser_step(st
     optim = build_optim_wrapper(model, cfg.optim_wrapper)  # AdamW with weight decay
     before = {n: p.clone() for n, p in model.backbone.named_parameters()}
     for seed in range(2):  # the first step also copies the online encoder into the key one
-        optim.update_params(sum(model.loss(two_views(seed=seed), None).values()))
+        with optim.optim_context(model):
+            loss = sum(model.loss(two_views(seed=seed), None).values())
+        optim.update_params(loss)
     after = dict(model.backbone.named_parameters())
     unchanged = {n for n, p in after.items() if torch.equal(p, before[n])}
     kept = {'patch_embed.projection.weight', 'patch_embed.projection.bias'}
@@ -102,7 +117,7 @@ def test_stop_grad_conv1_keeps_the_patch_projection_through_an_optimiser_step(st
 
 
 def test_both_queues_advance_by_the_batch(model):
-    model.loss(two_views(B=4), None)
+    staged_loss(model, two_views(B=4), None)
     assert int(model.head.loss_dense.queue_ptr) == 4
     assert int(model.head.loss_global.queue_ptr) == 4
 
@@ -124,7 +139,7 @@ def test_global_only_baseline_has_no_dense_branch():
     model.init_weights()
     assert model.neck.dense_mlp is None and model.head.loss_dense is None
     views = two_views(size=96)
-    losses = model.loss(views, None)
+    losses = staged_loss(model, views, None)
     assert set(losses) == {'loss_global'}
     losses['loss_global'].backward()
     no_grad = {n for n, p in model.named_parameters()
@@ -171,9 +186,8 @@ def test_a_skipped_step_writes_no_key_and_changes_no_weight(model, amp):
     queues = queue_state(model)
     weights = {n: p.clone() for n, p in model.named_parameters()
                if not n.startswith('target_encoder')}
-    log_vars = train_step(model, optim, seed=1, poison_key=True)
+    train_step(model, optim, seed=1, poison_key=True)
     assert optim.step_applied is False
-    assert log_vars == {}  # a step that did not happen logs nothing (no nan either)
     for name, (queue, ptr) in queue_state(model).items():
         assert ptr == queues[name][1] and torch.equal(queue, queues[name][0]), name
     for n, p in model.named_parameters():
@@ -187,11 +201,17 @@ def test_a_skipped_step_writes_no_key_and_changes_no_weight(model, amp):
     assert {k: ptr for k, (_, ptr) in queue_state(model).items()} == {'global': 8, 'dense': 8}
 
 
-def test_train_step_needs_a_guarded_optimizer_wrapper(model):
+def test_training_needs_a_guarded_optimizer_wrapper(model):
     from mmengine.optim import OptimWrapper
     optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    before = queue_state(model)
     with pytest.raises(TypeError, match='trains with GuardedOptimWrapper or GuardedAmpOptim'):
         train_step(model, optim, seed=0)
+    for name, (queue, ptr) in queue_state(model).items():  # refused before any write
+        assert ptr == before[name][1] and torch.equal(queue, before[name][0]), name
+    model.eval()  # outside training the losses write at once, as the loss modules do
+    model.loss(two_views(), None)
+    assert {k: ptr for k, (_, ptr) in queue_state(model).items()} == {'global': 4, 'dense': 4}
 
 
 def test_the_match_is_computed_once_per_step_and_logged_with_its_hub_share(model, monkeypatch):
@@ -212,7 +232,7 @@ def test_the_match_is_computed_once_per_step_and_logged_with_its_hub_share(model
         sample = DataSample()
         sample.set_field(geometry.numpy(), 'view_geometry', field_type='metainfo')
         samples.append(sample)
-    out = model.loss(views, samples)
+    out = staged_loss(model, views, samples)
     assert len(calls) == 1
     assert 1 / 16 <= float(out['hub_share']) <= 1 and 0 <= float(out['corr_acc']) <= 1
 
@@ -253,3 +273,53 @@ def test_hub_share_counts_the_most_chosen_key():
     assert float(hub_share(spread, 6)) == pytest.approx(1 / 6)
     assert float(hub_share(one_hub, 6)) == 1
     assert float(hub_share(half, 6)) == pytest.approx((0.5 + 1) / 2)
+
+
+def near_tie_patches(B=2, N=16, C=32, seed=0):
+    """Backbone outputs whose key patches all lie within ~0.01 rad of their query patch:
+    float32 cosines order them, bfloat16 cosines (about 0.004 apart near 1) tie."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, N, C, generator=g)
+    k = q[:, :1] + 0.01 * torch.randn(B, N, C, generator=g)  # (B, N, C), all near q[:, 0]
+    q = q[:, :1] + 0.01 * torch.randn(B, N, C, generator=g)
+    cls = torch.randn(B, C, generator=g)
+    return ((cls, q),), ((cls, k),)
+
+
+def test_matching_is_float32_under_bfloat16_autocast(model):
+    q_out, k_out = near_tie_patches(C=192)
+    q, k = F.normalize(q_out[0][1], dim=2), F.normalize(k_out[0][1], dim=2)
+    expected = (q @ k.transpose(1, 2)).argmax(dim=2)  # float32, outside autocast
+    bf16 = q.bfloat16() @ k.bfloat16().transpose(1, 2)
+    assert (bf16.argmax(dim=2) != expected).float().mean() > 0.3  # the features are near-ties
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert torch.equal(model.match_patches(q_out, k_out), expected)
+        assert torch.equal(DenseContrastiveLoss.extract_correspondence(q_out[0][1], k_out[0][1]),
+                           expected)
+
+
+def test_the_loss_under_bfloat16_autocast_matches_in_float32_and_trains(model, monkeypatch):
+    """The whole step under CPU bf16 autocast (GuardedAmpOptimWrapper, as --amp): the dense
+    positives are the float32 argmax of the backbone features the loss saw, and every
+    loss is finite."""
+    from densevit_mm.engine import GuardedAmpOptimWrapper
+    seen = []
+    head_loss = model.head.loss
+
+    def spy(*args, match=None):
+        seen.append((args[5].detach(), args[6].detach(), match))
+        return head_loss(*args, match=match)
+
+    monkeypatch.setattr(model.head, 'loss', spy)
+    params = [p for n, p in model.named_parameters() if not n.startswith('target_encoder')]
+    optim = GuardedAmpOptimWrapper(torch.optim.AdamW(params, lr=1e-3))
+    for seed in range(2):
+        data = dict(inputs=[(v * 50 + 128).clamp(0, 255)
+                            for v in two_views(B=8, seed=seed)], data_samples=None)
+        log_vars = model.train_step(data, optim)
+        assert optim.step_applied is True
+        assert all(bool(torch.isfinite(v)) for v in log_vars.values())
+    for q_backbone, k_backbone, match in seen:
+        assert q_backbone.dtype == torch.float32  # the ViT's final LayerNorm runs in fp32
+        expected = DenseContrastiveLoss.extract_correspondence(q_backbone, k_backbone)
+        assert torch.equal(match, expected)

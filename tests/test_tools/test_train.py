@@ -38,14 +38,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_process_cpu_run_shares_one_queue(tmp_path, synthetic_root, repo_root):
-    config = write_test_config(tmp_path / 'cfg.py', synthetic_root,
-                               train_cfg="dict(type='IterBasedTrainLoop', max_iters=5)")
-    work_dir = tmp_path / 'work'
+def dist_train(config, work_dir, repo_root, *args):
+    """tools/dist_train.sh CONFIG 2 on CPU (gloo, MMDistributedDataParallel, as on GPUs)."""
     env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable, OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        [osp.join(repo_root, 'tools/dist_train.sh'), config, '2', '--work-dir', str(work_dir)],
-        env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [osp.join(repo_root, 'tools/dist_train.sh'), config, '2', '--work-dir', str(work_dir),
+         *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_process_cpu_run_shares_one_queue(tmp_path, synthetic_root, repo_root):
+    config = write_test_config(
+        tmp_path / 'cfg.py', synthetic_root,
+        train_cfg="dict(type='IterBasedTrainLoop', max_iters=5)",
+        custom_hooks="[dict(type='LambdaWarmupHook', start_iters=2), dict(type='RecordingHook'), "
+                     "dict(type='HostSyncCountHook', ignore=['tests/fixtures'])]")
+    work_dir = tmp_path / 'work'
+    result = dist_train(config, work_dir, repo_root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = [torch.load(work_dir / f'record_rank{r}.pt', weights_only=True) for r in (0, 1)]
     batch, world = 4, 2
@@ -63,6 +71,87 @@ def test_two_process_cpu_run_shares_one_queue(tmp_path, synthetic_root, repo_roo
     assert torch.equal(state['head.loss_dense.queue'],
                        records[0]['queues']['head.loss_dense']['queue'])
     assert int(state['head.loss_dense.queue_ptr']) == 5 * batch * world
+    # Through MMDistributedDataParallel a step reads the device once, and its only
+    # collectives are the decision (with the SIGTERM flag) and the two queues' key gathers.
+    # Iteration 0 checks the fused kernel; 3 ends a pass over the 32 images, where the
+    # LoggerHook prints (so the logged values are read); 4, the last, logs and saves.
+    for rank in (0, 1):
+        counts = torch.load(work_dir / f'host_syncs_rank{rank}.pt', weights_only=True)
+        assert counts[3]['read:tolist'] == 2
+        for it in (1, 2):
+            assert counts[it] == {'read:tolist': 1, 'collective:all_reduce': 1,
+                                  'collective:all_gather': 2}, (rank, it, counts[it])
+
+
+@pytest.mark.parametrize('fault,amp', [('nan_loss', ()), ('inf_grad', ('--amp', '--amp-dtype',
+                                                                       'float16'))])
+def test_two_processes_skip_a_non_finite_step_of_one_rank_together(tmp_path, synthetic_root,
+                                                                   repo_root, fault, amp):
+    """A nan loss (or, under float16, overflowing gradients) on rank 1 alone at iteration 2:
+    on both ranks the step changes no weight and no queue row and logs no value; training
+    goes on."""
+    # a scale low enough for these gradients: the one overflow is the injected one
+    scale = dict(optim_wrapper='dict(loss_scale=dict(init_scale=256., growth_interval=1000))')
+    work_dir, output = faulty_two_process_run(tmp_path, synthetic_root, repo_root, fault, amp,
+                                              **(scale if amp else {}))
+    if fault == 'nan_loss':
+        # rank 0, which logs, had a finite loss: the gradients after DDP's all-reduce are not
+        assert re.search(r'iteration 3: non-finite loss or gradients on at least one of 2 '
+                         r'processes \(here: loss [0-9.]+, gradient norm nan\)', output)
+        assert 'step skipped, weights, optimizer state and queues unchanged (1 in a row' in output
+    else:  # the scaler's routine search: halved once, not counted as divergence
+        assert output.count('float16 gradients overflowed') == 1
+        assert 'iteration 3: float16 gradients overflowed; float16 loss scale 256 -> 128; ' \
+            'step skipped' in output
+    batch, world = 4, 2
+    for rank in (0, 1):
+        snap = torch.load(work_dir / f'fault_rank{rank}.pt', weights_only=True)[2]
+        for name in snap['before']:
+            assert torch.equal(snap['before'][name], snap['after'][name]), (rank, name)
+        for name, before in snap['queues_before'].items():
+            after = snap['queues_after'][name]
+            assert after['ptr'] == before['ptr'] == 2 * batch * world, (rank, name)
+            assert torch.equal(after['queue'], before['queue']), (rank, name)
+        rec = torch.load(work_dir / f'record_rank{rank}.pt', weights_only=True)
+        assert rec['applied'] == {0: True, 1: True, 2: False, 3: True, 4: True}
+        applied = [it for it in range(5) if it != 2]
+        assert rec['logged']['train/loss'] == [rec['losses'][it]['loss'] for it in applied]
+        assert all(torch.isfinite(torch.tensor(v)) for v in rec['logged']['train/loss'])
+        for name in ('head.loss_global', 'head.loss_dense'):
+            assert rec['queues'][name]['ptr'] == 4 * batch * world  # 4 applied steps
+
+
+def test_two_processes_drop_a_non_finite_key_of_one_rank_alike(tmp_path, synthetic_root,
+                                                               repo_root):
+    """An applied step where rank 1 alone has a non-finite key for the dense queue: both
+    ranks learn it in the step's decision and drop the same row, so the queues stay
+    identical (a rank that wrote its gathered rows unchecked would keep the inf)."""
+    work_dir, output = faulty_two_process_run(tmp_path, synthetic_root, repo_root,
+                                              'inf_queued_key')
+    assert '1 of 8 key rows had non-finite entries and were not written' in output
+    records = [torch.load(work_dir / f'record_rank{r}.pt', weights_only=True) for r in (0, 1)]
+    for rec in records:
+        assert all(rec['applied'].values())
+        assert rec['logged']['train/dropped_keys'] == [1.0]
+        dense = rec['queues']['head.loss_dense']
+        assert dense['ptr'] == 5 * 8 - 1 and torch.isfinite(dense['queue']).all()
+    for name in ('head.loss_global', 'head.loss_dense'):
+        assert torch.equal(records[0]['queues'][name]['queue'],
+                           records[1]['queues'][name]['queue'])
+
+
+def faulty_two_process_run(tmp_path, synthetic_root, repo_root, fault, args=(), **overrides):
+    """5 iterations on 2 processes, ``fault`` injected on rank 1 at iteration 2."""
+    config = write_test_config(
+        tmp_path / 'cfg.py', synthetic_root,
+        train_cfg="dict(type='IterBasedTrainLoop', max_iters=5)",
+        custom_hooks="[dict(type='LambdaWarmupHook', start_iters=1), dict(type='RecordingHook'), "
+                     f"dict(type='FaultHook', fault={fault!r}, iters=[2], rank=1)]", **overrides)
+    work_dir = tmp_path / 'work'
+    result = dist_train(config, work_dir, repo_root, *args)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    return work_dir, output
 
 
 def test_sigterm_to_one_rank_stops_both_at_the_same_iteration_with_the_file_in_place(
@@ -73,10 +162,7 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_iteration_with_the_file_in_p
         custom_hooks="[dict(type='LambdaWarmupHook', start_iters=2), "
                      "dict(type='FaultHook', fault='sigterm', iters=[3], rank=1)]")
     work_dir = tmp_path / 'work'
-    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable, OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        [osp.join(repo_root, 'tools/dist_train.sh'), config, '2', '--work-dir', str(work_dir)],
-        env=env, capture_output=True, text=True, timeout=300)
+    result = dist_train(config, work_dir, repo_root)
     assert result.returncode != 0  # torchrun reports the workers' status 143 as a failure
     output = result.stdout + result.stderr
     # rank 1 got the signal; rank 0 saved; both stopped after iteration 4

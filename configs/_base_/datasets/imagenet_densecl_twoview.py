@@ -8,7 +8,9 @@ data_preprocessor = dict(
     type='SelfSupDataPreprocessor',
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
-    to_rgb=True)
+    to_rgb=True,
+    # with pin_memory below: the batch's copy to the GPU does not wait for the last step
+    non_blocking=True)
 
 # records the crop box, so the log can show correspondence accuracy (corr_acc)
 crop = dict(type='RandomResizedCropWithBox', scale=224, crop_ratio_range=(0.2, 1.),
@@ -48,6 +50,7 @@ train_dataloader = dict(
     num_workers=8,
     drop_last=True,
     persistent_workers=True,
+    pin_memory=True,
     sampler=dict(type='ResumableSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
     dataset=dict(

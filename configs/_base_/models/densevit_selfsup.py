@@ -18,5 +18,9 @@ model = dict(
                         temperature=0.2)),
 )
 
+# Every rank writes the same all-gathered keys, so the queues (2 x 32 MB) are identical
+# everywhere: DDP need not broadcast the buffers before every forward pass (its default).
+model_wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=False)
+
 # DenseCL trains the global term alone for its first 1000 iterations.
 custom_hooks = [dict(type='LambdaWarmupHook', start_iters=1000)]

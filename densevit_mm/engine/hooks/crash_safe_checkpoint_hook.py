@@ -49,7 +49,10 @@ class CrashSafeCheckpointHook(CheckpointHook):
       and stops with :class:`TrainingPreempted` (``tools/train.py`` exits with status 143;
       a launcher may end the other ranks by signal once one has exited, the files being in
       place by then).  The next regular checkpoint deletes both files.
-      A second SIGTERM ends the process at once, as without the hook.
+      A second SIGTERM ends the process at once, as without the hook.  With
+      ``GuardedOptimWrapper`` the ranks agree on the stop in the collective of the step's
+      own decision (:attr:`GuardedOptimWrapper.stop_agreed`); with another optimizer wrapper
+      this hook all-reduces the flag itself after every iteration.
     - A run resumed from a mid-epoch checkpoint of an epoch-based loop leaves out the part of
       that epoch already trained on (with ``ResumableSampler``, whose seed the checkpoints
       keep), so it sees the images and augmentations an uninterrupted run would have seen.
@@ -70,6 +73,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
         self._stop_at_epoch_end = False
         self._previous_handler = None
         self._saved_after = None  # iterations done when this hook last wrote a checkpoint
+        self._optim_wrapper = None  # a GuardedOptimWrapper, which agrees on the stop
 
     # ----- start and end of training -------------------------------------------------------
 
@@ -82,6 +86,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if is_main_process():  # what a kill mid-save left behind
             for partial in glob.glob(osp.join(self.out_dir, '.*.partial')):
                 os.remove(partial)
+        if hasattr(runner.optim_wrapper, 'stop_requested'):
+            self._optim_wrapper = runner.optim_wrapper
         if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
             # DataLoader workers forked later inherit this handler, so SIGTERM sent to the
             # whole job does not kill them before the main process has saved.
@@ -93,6 +99,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
             self._restore_signal_handler()
             os.kill(os.getpid(), signal.SIGTERM)
         self._sigterm = True
+        if self._optim_wrapper is not None:
+            self._optim_wrapper.stop_requested = True
 
     def _restore_signal_handler(self) -> None:
         if self._previous_handler is not None:
@@ -197,6 +205,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
     # ----- preemption ----------------------------------------------------------------------
 
     def _sigterm_on_any_rank(self) -> bool:
+        if self._optim_wrapper is not None:
+            return self._optim_wrapper.stop_agreed  # agreed with the last update
         if get_world_size() == 1:
             return self._sigterm
         flag = torch.tensor([float(self._sigterm)])

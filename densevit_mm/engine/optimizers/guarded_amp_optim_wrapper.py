@@ -13,8 +13,9 @@ from .guarded_optim_wrapper import GuardedOptimWrapper
 
 
 def bf16_supported(device_type: str) -> bool:
-    """Whether autocast to bfloat16 runs natively on this kind of device."""
-    return device_type != 'cuda' or torch.cuda.is_bf16_supported()
+    """Whether autocast to bfloat16 runs natively on this kind of device (a GPU that only
+    emulates it, e.g. V100 or T4, does not count)."""
+    return device_type != 'cuda' or torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -26,7 +27,8 @@ class GuardedAmpOptimWrapper(GuardedOptimWrapper):
     the gradient scaler then threw away.  Here:
 
     - ``dtype='bfloat16'`` (default) has float32's exponent range: no loss scaling, no
-      overflow steps.  Refused on a GPU without bfloat16, with the way out in the message.
+      overflow steps.  Refused on a GPU without native bfloat16 (emulated on V100 / T4:
+      slow), with the way out in the message.
     - ``dtype='float16'`` scales the loss (``torch.amp.GradScaler``).  An overflowing step is
       skipped like any non-finite step (so the model writes no queue rows for it) and the
       scale halves once; it grows back after ``growth_interval`` good steps.  Such an overflow
@@ -49,8 +51,9 @@ class GuardedAmpOptimWrapper(GuardedOptimWrapper):
         params = [p for group in optimizer.param_groups for p in group['params']]
         self.device_type = params[0].device.type if params else 'cpu'
         if dtype == 'bfloat16' and not bf16_supported(self.device_type):
-            raise ValueError(f'{torch.cuda.get_device_name()} has no bfloat16 support: train '
-                             'with --amp-dtype float16 (loss scaling) or without --amp')
+            raise ValueError(f'{torch.cuda.get_device_name()} has no native bfloat16 (PyTorch '
+                             'would emulate it, slowly): train with --amp-dtype float16 (loss '
+                             'scaling) or without --amp')
         self.cast_dtype = getattr(torch, dtype)
         self._fixed_scale = None
         if dtype == 'bfloat16':
@@ -85,10 +88,10 @@ class GuardedAmpOptimWrapper(GuardedOptimWrapper):
     def step(self, **kwargs) -> None:
         if self.clip_grad_kwargs:
             self._clip_grad()
-        if self.loss_scaler is None:
-            self.optimizer.step(**kwargs)
-        else:
-            self.loss_scaler.step(self.optimizer, **kwargs)
+        # Only applied steps get here, their gradients unscaled and finite on every rank:
+        # GradScaler.step would read its inf flags to the host to learn the same.
+        self.optimizer.step(**kwargs)
+        if self.loss_scaler is not None:
             self.loss_scaler.update(self._fixed_scale)
 
     def _skip(self, loss: float, grad_norm: float, detail: str = '') -> None:

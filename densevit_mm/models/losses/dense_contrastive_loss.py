@@ -28,7 +28,9 @@ class DenseContrastiveLoss(QueuedInfoNCE):
     @staticmethod
     @torch.no_grad()
     def extract_correspondence(feat1: torch.Tensor, feat2: torch.Tensor) -> torch.Tensor:
-        """Index of the most cosine-similar location of view 2 for each location of view 1.
+        """Index of the most cosine-similar location of view 2 for each location of view 1,
+        computed in float32 whatever the autocast: bfloat16 cosines lie about 0.004 apart near
+        1, so near-ties between neighbouring patches would go to the lowest index.
 
         Args:
             feat1 (Tensor): ``(B, N, C)`` features of view 1.
@@ -41,7 +43,9 @@ class DenseContrastiveLoss(QueuedInfoNCE):
                 or feat1.shape[2] != feat2.shape[2]:
             raise ValueError('extract_correspondence expects (B, N, C) and (B, M, C) features, got '
                              f'{tuple(feat1.shape)} and {tuple(feat2.shape)}')
-        sim = F.normalize(feat1, dim=2) @ F.normalize(feat2, dim=2).transpose(1, 2)  # (B, N, M)
+        with torch.autocast(feat1.device.type, enabled=False):
+            feat1, feat2 = F.normalize(feat1.float(), dim=2), F.normalize(feat2.float(), dim=2)
+            sim = feat1 @ feat2.transpose(1, 2)  # (B, N, M)
         return sim.argmax(dim=2)
 
     def forward(self, q_dense: torch.Tensor, k_dense: torch.Tensor, q_backbone: torch.Tensor,

@@ -1,16 +1,15 @@
 """The DenseViT pretraining algorithm: DenseCL on a Vision Transformer."""
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-from mmengine.model import ExponentialMovingAverage
-from mmengine.optim import OptimWrapper
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from densevit_mm.evaluation import correspondence_accuracy, hub_share
 from ..losses import DenseContrastiveLoss, MemoryQueue
+from .key_encoder_ema import KeyEncoderEMA
 
 
 @MODELS.register_module()
@@ -20,9 +19,15 @@ class DenseViTSelfSup(BaseSelfSupervisor):
     The query view goes through the online backbone and neck; the key view through a
     momentum (EMA) copy of both.  The global term contrasts CLS projections, the dense term
     every patch projection with its best-matching key patch; the backbone features of the
-    two views decide the match (:meth:`match_patches`, logged with its ``hub_share``).
-    Unlike DenseCL's ResNet, a ViT has no BatchNorm, so the keys need no batch shuffle
-    across GPUs (as in MoCo v3).
+    two views decide the match (:meth:`match_patches`, in float32 under any autocast,
+    logged with its ``hub_share``).  Unlike DenseCL's ResNet, a ViT has no BatchNorm, so the
+    keys need no batch shuffle across GPUs (as in MoCo v3).
+
+    The losses write their keys into the queues in the forward pass.  In training they
+    must be staged, so that only the keys of applied steps reach the queues:
+    ``GuardedOptimWrapper`` does it on every path (one process, or
+    ``MMDistributedDataParallel``, which never calls this model's ``train_step``), and
+    :meth:`loss` refuses to train without it.
 
     Args:
         backbone (dict): Backbone config, a ``DenseViT`` with ``out_type='cls_and_patch'``.
@@ -66,7 +71,7 @@ class DenseViTSelfSup(BaseSelfSupervisor):
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         # mmengine's EMA copies the online weights on its first update, so the key encoder
         # starts equal to the query encoder whatever init_weights() did to it.
-        self.target_encoder = ExponentialMovingAverage(
+        self.target_encoder = KeyEncoderEMA(
             nn.Sequential(self.backbone, self.neck), momentum=momentum)
         if self.head.loss_dense is None and loss_lambda != 0:
             raise ValueError('a head without a dense term (loss_dense=None) is the global-only '
@@ -84,37 +89,6 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             if self._match_output == len(layers) - 1:
                 self._match_output = -1
 
-    def train_step(self, data: Union[dict, tuple, list],
-                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """One training step whose keys reach the queues only if the step is applied.
-
-        The losses write their keys in the forward pass, before anyone knows whether the
-        loss and gradients are finite.  Here the writes are staged, and committed after
-        :class:`GuardedOptimWrapper` has applied the update -- or dropped with the step it
-        skipped (a non-finite loss or gradient, a float16 overflow).  A skipped step logs
-        no values (the optimizer wrapper's warning names it); an applied one logs
-        ``dropped_keys`` when it refused non-finite key rows.
-        """
-        if not hasattr(optim_wrapper, 'step_applied'):
-            raise TypeError(f'DenseViTSelfSup trains with GuardedOptimWrapper or '
-                            f'GuardedAmpOptimWrapper, got {type(optim_wrapper).__name__}: without '
-                            'it, a step with non-finite values or a float16 overflow would write '
-                            'its keys into the queues. tools/train.py --amp picks the right one.')
-        queues = [m for m in self.modules() if isinstance(m, MemoryQueue)]
-        for queue in queues:
-            queue.stage()
-        log_vars = super().train_step(data, optim_wrapper)
-        if optim_wrapper.step_applied is None:  # accumulating gradients: keys stay staged
-            return log_vars
-        if optim_wrapper.step_applied:
-            dropped = sum(queue.commit() for queue in queues)
-            if dropped:
-                log_vars['dropped_keys'] = float(dropped)
-            return log_vars
-        for queue in queues:
-            queue.discard()
-        return {}
-
     def loss(self, inputs: List[torch.Tensor], data_samples: List[DataSample],
              **kwargs) -> Dict[str, torch.Tensor]:
         """Losses of one batch of two views, already weighted by ``(1 - lambda)`` / ``lambda``.
@@ -131,6 +105,15 @@ class DenseViTSelfSup(BaseSelfSupervisor):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise ValueError('DenseViTSelfSup needs two views per image: use a MultiView '
                              'transform with num_views=2 in the data pipeline.')
+        if self.training and not all(m.staging for m in self.modules()
+                                     if isinstance(m, MemoryQueue)):
+            raise TypeError('DenseViTSelfSup trains with GuardedOptimWrapper or '
+                            'GuardedAmpOptimWrapper, which hold back the keys of each step until '
+                            'the step is applied; without them a step with non-finite values or '
+                            'a float16 overflow would write its keys into the queues. Set '
+                            "optim_wrapper.type='GuardedOptimWrapper' (tools/train.py --amp "
+                            'turns it into GuardedAmpOptimWrapper); outside training, call '
+                            'model.eval() first.')
         view_q, view_k = inputs
         q_out = self.backbone(view_q)
         q_global, q_dense, _ = self.neck(q_out)
@@ -159,7 +142,8 @@ class DenseViTSelfSup(BaseSelfSupervisor):
 
     @torch.no_grad()
     def match_patches(self, q_out: tuple, k_out: tuple) -> torch.Tensor:
-        """The dense positives: for each query patch, the most cosine-similar key patch.
+        """The dense positives: for each query patch, the most cosine-similar key patch,
+        decided in float32 whatever the autocast.
 
         Args:
             q_out, k_out (tuple): Backbone outputs of the query and the key view, one
@@ -169,7 +153,8 @@ class DenseViTSelfSup(BaseSelfSupervisor):
             Tensor: long ``(B, N)``, decided by the ``match_layer`` tokens, centred per view
             with ``match_centering``.
         """
-        q_patch, k_patch = q_out[self._match_output][1], k_out[self._match_output][1]
+        q_patch = q_out[self._match_output][1].float()  # (B, N, C)
+        k_patch = k_out[self._match_output][1].float()
         if self.match_centering:
             q_patch = q_patch - q_patch.mean(dim=1, keepdim=True)  # (B, N, C)
             k_patch = k_patch - k_patch.mean(dim=1, keepdim=True)
@@ -181,6 +166,7 @@ class DenseViTSelfSup(BaseSelfSupervisor):
         """Share of the loss's patch matches within one patch of the true geometric match
         (logged as ``corr_acc``; needs ``MultiViewWithGeometry`` in the pipeline)."""
         geometry = torch.stack([torch.as_tensor(s.view_geometry) for s in data_samples])
-        geometry = geometry.to(match.device, torch.float32)  # (B, 2, 7)
+        # non_blocking: a plain copy to a GPU would wait for every kernel queued so far
+        geometry = geometry.to(match.device, torch.float32, non_blocking=True)  # (B, 2, 7)
         grid = tuple(s // self.backbone.patch_size for s in view_q.shape[-2:])
         return correspondence_accuracy(match, geometry[:, 0], geometry[:, 1], grid)
