@@ -186,3 +186,59 @@ def test_cuda_kernels_equal_the_naive_path(dtype):
     assert torch.isfinite(fused) and float(fused) == pytest.approx(float(naive), rel=tol)
     cosine = F.cosine_similarity(q1.grad.flatten(), q2.grad.flatten(), dim=0)
     assert cosine > (1 - 1e-6 if dtype == torch.float32 else 0.99)
+
+
+@pytest.fixture
+def fresh_kernel_checks():
+    """Each fused kernel checks itself once per process: let this test see it happen."""
+    from densevit_mm.models.losses.lean_info_nce import proven_fused_kernel
+    proven_fused_kernel.cache_clear()
+    yield proven_fused_kernel
+    proven_fused_kernel.cache_clear()
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_a_working_kernel_passes_its_check_once(fresh_kernel_checks, mm_log, dtype):
+    kernel = fused_kernel('cpu', dtype, 32)
+    assert fresh_kernel_checks('cpu', dtype, 32) == kernel
+    q = unit(5, 32, seed=0, dtype=dtype)
+    assert fused_kernel_for(q) == kernel and fused_kernel_for(q) == kernel
+    checked = [m for level, m in mm_log if 'InfoNCE' in m]
+    assert checked == [f'InfoNCE: fused kernel {kernel} checked for cpu / {dtype} / dim 32']
+
+
+@pytest.mark.parametrize('failure', ['raises', 'wrong log-sum-exp'])
+def test_a_failing_kernel_steps_aside_for_the_chunked_path(fresh_kernel_checks, monkeypatch,
+                                                           mm_log, failure):
+    """A kernel this build or GPU lacks, or one that computes a wrong log-sum-exp: 'auto'
+    takes the chunked path with one warning naming the reason; 'fused' refuses."""
+    from densevit_mm.models.losses import lean_info_nce
+    working = lean_info_nce.attention_with_lse
+
+    def broken(q, keys, scale, kernel):
+        if failure == 'raises':
+            raise RuntimeError('no kernel image is available for execution on the device')
+        out, lse = working(q, keys, scale, kernel)
+        return out, lse + 0.05
+    monkeypatch.setattr(lean_info_nce, 'attention_with_lse', broken)
+    auto = DenseContrastiveLoss(queue_len=50, feat_dim=8, implementation='auto')
+    chunked = DenseContrastiveLoss(queue_len=50, feat_dim=8, implementation='chunked')
+    chunked.load_state_dict(auto.state_dict())
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):  # the second call meets the cached verdict: no second warning
+        inputs = [torch.randn(3, 5, 8, generator=g), torch.randn(3, 5, 8, generator=g),
+                  torch.randn(3, 5, 6, generator=g), torch.randn(3, 5, 6, generator=g)]
+        a, b = inputs[0].clone().requires_grad_(), inputs[0].clone().requires_grad_()
+        loss_auto, loss_chunked = auto(a, *inputs[1:]), chunked(b, *inputs[1:])
+        (loss_auto + loss_chunked).backward()
+        assert torch.equal(loss_auto, loss_chunked) and torch.equal(a.grad, b.grad)
+    warnings = [m for level, m in mm_log if level == 'WARNING']
+    reason = ('RuntimeError: no kernel image is available' if failure == 'raises' else
+              'log-sum-exp off by 0.05')
+    assert len(warnings) == 1
+    assert warnings[0].startswith('InfoNCE: the fused kernel aten::_scaled_dot_product_flash_'
+                                  'attention_for_cpu failed its check on cpu / torch.float32 / '
+                                  'dim 8 (') and reason in warnings[0]
+    assert 'the losses take the chunked path' in warnings[0]
+    with pytest.raises(RuntimeError, match='or it failed its check'):
+        fused_info_nce(unit(4, 8, seed=0), unit(4, 8, seed=1), unit(9, 8, seed=2), 0.2)

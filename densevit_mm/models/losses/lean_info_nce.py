@@ -14,9 +14,13 @@ Two paths compute ``lse`` and ``out``:
 Both finish the gradient in the forward pass (backward only scales it), so neither keeps the
 queue or an ``(M, K)`` buffer alive.  ``info_nce`` is the naive reference they are tested against.
 """
+import functools
+import logging
 from typing import Callable, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
 
 from .fused_attention import attention_with_lse, fused_kernel
 
@@ -113,9 +117,57 @@ def chunked_info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor,
 
 
 def fused_kernel_for(q: torch.Tensor) -> Optional[str]:
-    """The fused kernel for ``q``'s device and compute dtype (the autocast dtype under
-    autocast), or None when there is none."""
-    return fused_kernel(q.device, _compute_dtype(q), q.shape[-1])
+    """The fused kernel for ``q``'s device, compute dtype (the autocast dtype under autocast)
+    and feature size, once it has proved itself (:func:`proven_fused_kernel`); None when
+    there is none or it failed."""
+    return proven_fused_kernel(q.device.type, _compute_dtype(q), q.shape[-1])
+
+
+@functools.lru_cache(maxsize=None)
+def proven_fused_kernel(device_type: str, dtype: torch.dtype, dim: int) -> Optional[str]:
+    """The fused kernel for this device type, dtype and feature size if, run once on a small
+    input, it agrees with the chunked path; else None, with one warning naming the reason.
+
+    A kernel that this build or this GPU lacks or computes wrongly would otherwise fail (or
+    mislead) at the first iteration of a run; ``implementation='auto'`` then takes the
+    chunked path, which gives the same value and gradient everywhere.
+    """
+    kernel = fused_kernel(device_type, dtype, dim)
+    if kernel is None:
+        return None
+    failure = _self_check(kernel, torch.device(device_type), dtype, dim)
+    if failure is None:
+        print_log(f'InfoNCE: fused kernel {kernel} checked for {device_type} / {dtype} / '
+                  f'dim {dim}', logger='current', level=logging.INFO)
+        return kernel
+    print_log(f'InfoNCE: the fused kernel {kernel} failed its check on {device_type} / '
+              f'{dtype} / dim {dim} ({failure}); the losses take the chunked path instead '
+              "(same value and gradient, slower). implementation='chunked' silences this.",
+              logger='current', level=logging.WARNING)
+    return None
+
+
+def _self_check(kernel: str, device: torch.device, dtype: torch.dtype,
+                dim: int) -> Optional[str]:
+    """Why ``kernel`` cannot be trusted on 67 queries x 300 keys, or None if it can."""
+    generator = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(67, dim, generator=generator), dim=1).to(device, dtype)
+    keys = F.normalize(torch.randn(300, dim, generator=generator), dim=1).to(device, dtype)
+    scale = 5.  # 1 / t at DenseCL's t = 0.2
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        try:
+            out, lse = attention_with_lse(q, keys, scale, kernel)
+        except Exception as err:  # noqa: BLE001  (any failure of the kernel is the answer)
+            return f'{type(err).__name__}: {err}'
+        lse_ref, out_ref = _chunked_softmax(128)(q.float(), keys.float(), scale, True)
+        lse_error = float((lse.float() - lse_ref).abs().max())
+        out_error = float((out.float() - out_ref).abs().max())
+    # the same rounded inputs: only the kernel's own arithmetic differs (bf16 / fp16 weights)
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    if not (lse_error <= tolerance and out_error <= tolerance):  # also catches nan
+        return (f'log-sum-exp off by {lse_error:.3g} and softmax-weighted keys by '
+                f'{out_error:.3g} against the chunked path, tolerance {tolerance:g}')
+    return None
 
 
 def _compute_dtype(q: torch.Tensor) -> torch.dtype:
@@ -139,12 +191,14 @@ def fused_info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor,
         temperature (float): Softmax temperature.
 
     Raises:
-        RuntimeError: No fused kernel serves this device and dtype (see
-            :func:`fused_kernel_for`); :func:`chunked_info_nce` computes the same everywhere.
+        RuntimeError: No fused kernel serves this device and dtype, or it failed its check
+            (see :func:`proven_fused_kernel`); :func:`chunked_info_nce` computes the same
+            everywhere.
     """
     dtype, kernel = _compute_dtype(q), fused_kernel_for(q)
     if kernel is None:
-        raise RuntimeError(f'no fused attention kernel serves {q.device.type} / {dtype} in '
-                           f'torch {torch.__version__}; use chunked_info_nce (the losses\' '
-                           "implementation='chunked')")
+        raise RuntimeError(f'no fused attention kernel serves {q.device.type} / {dtype} / dim '
+                           f'{q.shape[-1]} in torch {torch.__version__}, or it failed its check '
+                           "(see the log); use chunked_info_nce (the losses' "
+                           "implementation='chunked' or 'auto')")
     return _apply(q, k, negatives, temperature, _fused_softmax(kernel, dtype))
