@@ -13,7 +13,8 @@ return the log-sum-exp, so ``densevit_mm/models/losses/fused_attention.py`` call
 ``M x K`` scores) and compiled (``torch.compile``, a generated fused kernel).  Each route is
 checked against the private operator, then timed (median of interleaved repetitions, after
 warm-up and, for the compiled route, its compilation, which is reported apart) and its peak
-memory taken in a process of its own.  Default shape: the dense term of 16 images of 14 x 14
+memory taken in a process of its own (on CPU the rise of the peak RSS over the inputs in the
+first call, compilation included; on CUDA a second call's).  Default shape: the dense term of 16 images of 14 x 14
 patches on CPU (3136 x 65536 x 128), of 64 images on CUDA (12544 x 65536 x 128).
 """
 import argparse
@@ -60,8 +61,9 @@ def _route(name, args):
 def _memory_worker(name, args, queue):
     try:
         fn = _route(name, args)
-        fn()  # compiles where it does
-        base = _reset_peak(args.device)
+        if args.device == 'cuda':
+            fn()  # compiles where it does; CUDA's peak can be reset after it
+        base = _reset_peak(args.device)  # a process's peak RSS cannot: the first call counts
         fn()
         queue.put(dict(peak_bytes=_peak_bytes(args.device) - (base if args.device == 'cpu'
                                                                else 0)))
