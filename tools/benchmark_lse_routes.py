@@ -14,8 +14,9 @@ return the log-sum-exp, so ``densevit_mm/models/losses/fused_attention.py`` call
 checked against the private operator, then timed (median of interleaved repetitions, after
 warm-up and, for the compiled route, its compilation, which is reported apart) and its peak
 memory taken in a process of its own (on CPU the rise of the peak RSS over the inputs in the
-first call, compilation included; on CUDA a second call's).  Default shape: the dense term of 16 images of 14 x 14
-patches on CPU (3136 x 65536 x 128), of 64 images on CUDA (12544 x 65536 x 128).
+first call, compilation included; on CUDA a second call's).  Default shape: the dense term of
+16 images of 14 x 14 patches on CPU (3136 x 65536 x 128), of 64 images on CUDA
+(12544 x 65536 x 128).
 """
 import argparse
 import json

@@ -1,9 +1,10 @@
 """GPU acceptance check of the pretraining path: what only a GPU can show, in one run.
 
-    bash tools/gpu_check.sh [--out work_dirs/gpu_check] [--iters 300] [--batch 64]
-    bash tools/gpu_check.sh --device cpu --quick     # the same steps at toy sizes, on CPU
+    python tools/gpu_check.py [--out work_dirs/gpu_check] [--iters 300] [--batch 64]
+    python tools/gpu_check.py --device cpu --quick   # the same steps at toy sizes, on CPU
 
-Installs nothing (it runs in the project's environment, tools/setup_env.sh).  Steps:
+Installs nothing: run it with the project's environment (tools/setup_env.sh, then
+``source .venv/bin/activate``).  Under 8 minutes planned on one H200.  Steps:
 
 1. the ``gpu``-marked tests (``pytest -m gpu``): the CUDA kernels against the reference,
    CUDA autocast with the guarded optimizer wrapper;

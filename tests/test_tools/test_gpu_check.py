@@ -1,4 +1,4 @@
-"""tools/gpu_check.sh: every step of the GPU acceptance check, at toy sizes on the CPU
+"""tools/gpu_check.py: every step of the GPU acceptance check, at toy sizes on the CPU
 (what the GPU run will do, minus the GPU), and its refusal without CUDA."""
 import json
 import os.path as osp
@@ -11,9 +11,9 @@ import pytest
 @pytest.mark.slow
 def test_the_quick_check_runs_every_step_and_judges_the_run(tmp_path, repo_root):
     out = tmp_path / 'gpu_check'
-    result = subprocess.run(['bash', osp.join(repo_root, 'tools/gpu_check.sh'), '--device', 'cpu',
-                             '--quick', '--out', str(out)], capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run([sys.executable, osp.join(repo_root, 'tools/gpu_check.py'), '--device',
+                             'cpu', '--quick', '--out', str(out)], capture_output=True,
+                            text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / 'gpu_check.json').read_text())
     assert report['ok'] and report['tests']['failed'] == 0
