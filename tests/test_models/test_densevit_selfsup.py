@@ -323,3 +323,28 @@ def test_the_loss_under_bfloat16_autocast_matches_in_float32_and_trains(model, m
         assert q_backbone.dtype == torch.float32  # the ViT's final LayerNorm runs in fp32
         expected = DenseContrastiveLoss.extract_correspondence(q_backbone, k_backbone)
         assert torch.equal(match, expected)
+
+
+def test_key_encoder_ema_equals_mmengines_and_reads_its_count_after_a_load():
+    """KeyEncoderEMA keeps mmengine's arithmetic and state dict; a loaded state brings its
+    own step count (a host copy that outlived it would lerp where mmengine copies)."""
+    from mmengine.model import ExponentialMovingAverage
+
+    from densevit_mm.models.selfsup.key_encoder_ema import KeyEncoderEMA
+    torch.manual_seed(0)
+    online = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    ours = KeyEncoderEMA(online, momentum=0.1)
+    theirs = ExponentialMovingAverage(online, momentum=0.1)
+    fresh = {k: v.clone() for k, v in ours.state_dict().items()}  # steps 0
+    for round_ in range(2):
+        for step in range(3):
+            with torch.no_grad():
+                for p in online.parameters():
+                    p.add_(torch.randn_like(p))
+            ours.update_parameters(online)
+            theirs.update_parameters(online)
+            for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+        assert int(ours.steps) == 3
+        ours.load_state_dict(fresh)  # back to step 0: the next update copies again
+        theirs.load_state_dict(fresh)
