@@ -129,24 +129,16 @@ def test_commit_counts_the_rows_it_refused():
     assert queue.commit() == 1 and int(queue.queue_ptr) == 2
 
 
-@pytest.fixture
-def no_host_reads(monkeypatch):
+def no_host_reads():
     """Inside ``with no_host_reads():`` reading a tensor value to the host raises."""
-    import contextlib
+    from densevit_mm.engine.hooks.host_sync_count_hook import host_sync_calls
 
-    @contextlib.contextmanager
-    def guard():
-        with monkeypatch.context() as patch:
-            for name in ('item', 'tolist', '__bool__', '__int__', '__float__', '__index__'):
-                def refuse(*args, name=name, **kwargs):
-                    raise AssertionError(f'Tensor.{name} read a value to the host')
-                patch.setattr(torch.Tensor, name, refuse)
-            yield
-    return guard
+    def refuse(key):
+        raise AssertionError(f'{key}: a value was read to the host')
+    return host_sync_calls(refuse)
 
 
-def test_a_commit_vouched_finite_writes_the_same_rows_without_reading_the_device(
-        no_host_reads):
+def test_a_commit_vouched_finite_writes_the_same_rows_without_reading_the_device():
     checked, vouched = MemoryQueue(queue_len=7, feat_dim=2), MemoryQueue(queue_len=7, feat_dim=2)
     vouched.load_state_dict(checked.state_dict())
     for start, n in ((100, 3), (200, 5), (300, 9)):  # wraps round, then longer than the queue

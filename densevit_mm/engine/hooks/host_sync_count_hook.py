@@ -1,10 +1,11 @@
 """Counts, per training iteration, what makes the host wait for the device."""
 import collections
+import contextlib
 import functools
 import os.path as osp
 import sys
 import warnings
-from typing import Dict, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
 import torch.distributed
@@ -20,6 +21,38 @@ CUDA_SYNC = 'called a synchronizing CUDA operation'  # torch.cuda.set_sync_debug
 # torch.optim reads its step counters, CPU tensors on every device (Adam / AdamW neither
 # capturable nor fused): no GPU waits for them
 OPTIMIZERS = osp.dirname(torch.optim.__file__)
+
+
+@contextlib.contextmanager
+def host_sync_calls(record: Callable[[str], None], ignore: Sequence[str] = ()):
+    """While active, every read of a tensor value to the host (``read:<method>``) and every
+    ``torch.distributed`` collective (``collective:<name>``) calls ``record(key)`` first,
+    unless the calling code's file lies under one of the ``ignore`` folders or in
+    ``torch.optim``.  ``record`` may raise, to forbid such calls."""
+    ignore = tuple(osp.abspath(path) for path in ignore) + (OPTIMIZERS,)
+    saved = []
+
+    def patch(owner, name, key):
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def counted(*args, **kwargs):
+            if not sys._getframe(1).f_code.co_filename.startswith(ignore):
+                record(key)
+            return original(*args, **kwargs)
+        saved.append((owner, name, original))
+        setattr(owner, name, counted)
+
+    try:
+        for name in HOST_READS:
+            patch(torch.Tensor, name, f'read:{name}')
+        for name in COLLECTIVES:
+            if hasattr(torch.distributed, name):
+                patch(torch.distributed, name, f'collective:{name}')
+        yield
+    finally:
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
 
 
 @HOOKS.register_module()
@@ -38,8 +71,8 @@ class HostSyncCountHook(Hook):
 
     ``counts[iteration]`` holds them; at the end every rank writes
     ``<work_dir>/host_syncs_rank<r>.pt``.  Python calls count where the caller's file is
-    not under ``ignore`` (folders) or ``torch.optim``.  Not for production runs: it patches
-    ``torch.Tensor`` methods for the run's duration.
+    not under ``ignore`` (folders) or ``torch.optim`` (:func:`host_sync_calls`).  Not for
+    production runs: it patches ``torch.Tensor`` methods for the run's duration.
 
     Args:
         ignore (Sequence[str]): Folders whose code is not counted (e.g. test fixtures that
@@ -49,26 +82,17 @@ class HostSyncCountHook(Hook):
     priority = 'HIGHEST'
 
     def __init__(self, ignore: Sequence[str] = ()) -> None:
-        self.ignore = tuple(osp.abspath(path) for path in ignore) + (OPTIMIZERS,)
+        self.ignore = ignore
         self.counts: Dict[int, collections.Counter] = {}
         self._current = None
-        self._saved = []
+        self._patches = contextlib.ExitStack()
 
-    def _counted(self, key: str, original):
-        @functools.wraps(original)
-        def counted(*args, **kwargs):
-            if self._current is not None and \
-                    not sys._getframe(1).f_code.co_filename.startswith(self.ignore):
-                self._current[key] += 1
-            return original(*args, **kwargs)
-        return counted
+    def _record(self, key: str) -> None:
+        if self._current is not None:
+            self._current[key] += 1
 
     def before_train(self, runner) -> None:
-        for name in HOST_READS:
-            self._patch(torch.Tensor, name, f'read:{name}')
-        for name in COLLECTIVES:
-            if hasattr(torch.distributed, name):
-                self._patch(torch.distributed, name, f'collective:{name}')
+        self._patches.enter_context(host_sync_calls(self._record, self.ignore))
         loop = runner.train_loop
         run_iter = loop.run_iter
         cuda = torch.cuda.is_available() and next(runner.model.parameters()).is_cuda
@@ -95,14 +119,7 @@ class HostSyncCountHook(Hook):
                 self._current = None
         loop.run_iter = counted_iter
 
-    def _patch(self, owner, name: str, key: str) -> None:
-        original = getattr(owner, name)
-        self._saved.append((owner, name, original))
-        setattr(owner, name, self._counted(key, original))
-
     def after_train(self, runner) -> None:
-        for owner, name, original in reversed(self._saved):
-            setattr(owner, name, original)
-        self._saved = []
+        self._patches.close()
         torch.save({it: dict(c) for it, c in self.counts.items()},
                    osp.join(runner.work_dir, f'host_syncs_rank{runner.rank}.pt'))
