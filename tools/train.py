@@ -15,7 +15,7 @@ from mmengine.dist import broadcast_object_list, init_dist, is_distributed, is_m
 from mmengine.runner import Runner
 
 from densevit_mm import compat
-from densevit_mm.checkpoint import (CheckpointFileError, ResumePlan, load_checkpoint_file,
+from densevit_mm.checkpoint import (CheckpointFileError, ResumePlan, check_config_checkpoints,
                                     plan_resume)
 from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted, check_photometric_option,
                                 check_train_dataloader)
@@ -70,13 +70,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def plan_start(cfg: Config, args: argparse.Namespace) -> ResumePlan:
     """Where the run starts, decided on rank 0 for every rank (a shared file system may
-    answer ranks differently), with a clear error for a file that is no checkpoint."""
+    answer ranks differently), with a clear error for a file that is no checkpoint (the one
+    to resume, load_from, or the backbone's init_cfg)."""
     outcome = [None]
     if is_main_process():
         try:
             plan = plan_resume(cfg.work_dir, args.resume)
-            if plan.checkpoint is None and cfg.get('load_from') and '://' not in cfg.load_from:
-                load_checkpoint_file(cfg.load_from, mmap=True)
+            check_config_checkpoints(cfg, load_from=plan.checkpoint is None)
             outcome = [plan]
         except (CheckpointFileError, FileNotFoundError) as err:
             outcome = [str(err)]

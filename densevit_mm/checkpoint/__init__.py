@@ -2,11 +2,12 @@ from .checkpoint_file import (CheckpointFileError, atomic_move, atomic_save, ato
                               describe_file, describe_non_finite, load_checkpoint_file,
                               non_finite_tensors)
 from .resume import ResumePlan, find_resume_checkpoint, plan_resume
-from .vit_checkpoint import (densevit_to_timm, find_backbone, load_densevit_state_dict,
-                             timm_to_densevit)
+from .vit_checkpoint import (check_config_checkpoints, densevit_to_timm, find_backbone,
+                             load_densevit_state_dict, timm_to_densevit)
 
 __all__ = ['CheckpointFileError', 'ResumePlan', 'atomic_move', 'atomic_save',
-           'atomic_write_text', 'densevit_to_timm', 'describe_file', 'describe_non_finite',
+           'atomic_write_text', 'check_config_checkpoints', 'densevit_to_timm', 'describe_file',
+           'describe_non_finite',
            'find_backbone',
            'find_resume_checkpoint', 'load_checkpoint_file', 'load_densevit_state_dict',
            'non_finite_tensors', 'plan_resume', 'timm_to_densevit']

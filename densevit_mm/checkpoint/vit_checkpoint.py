@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .checkpoint_file import describe_non_finite, load_checkpoint_file
+from .checkpoint_file import CheckpointFileError, describe_non_finite, load_checkpoint_file
 
 # timm name -> DenseViT name, for the parts inside a transformer block and at top level.
 _BLOCK_KEYS = (('norm1.', 'ln1.'), ('norm2.', 'ln2.'), ('attn.qkv.', 'attn.qkv.'),
@@ -133,3 +133,39 @@ def load_densevit_state_dict(path: str, prefer_prefix: Optional[str] = None
     if fmt == 'timm':
         state, dropped = timm_to_densevit(state)
     return state, dict(format=fmt, prefix=prefix, dropped=dropped)
+
+
+def check_config_checkpoints(cfg, load_from: bool = True) -> None:
+    """Read every local checkpoint file a training run of ``cfg`` will load, before anything
+    is built: ``load_from`` and the DenseViT backbone's ``init_cfg=dict(type='Pretrained',
+    checkpoint=...)``, which :meth:`DenseViT.init_weights` reads only once the data and the
+    optimizer are set up.
+
+    Args:
+        cfg (Config): The training config.
+        load_from (bool): Check ``load_from`` too; a resumed run reads its own checkpoint
+            instead (its backbone is still initialised first). URLs there are left to
+            mmengine. Defaults to True.
+
+    Raises:
+        FileNotFoundError, CheckpointFileError: a file is missing or no checkpoint; the
+            message starts with the config key that names it.
+    """
+    files = []
+    if load_from and cfg.get('load_from') and '://' not in cfg.load_from:
+        files.append(('load_from', cfg.load_from))
+    backbone = (cfg.get('model') or {}).get('backbone') or {}
+    init_cfg = backbone.get('init_cfg') if isinstance(backbone, dict) else None
+    # the condition under which DenseViT.init_weights loads it; an empty path is its error
+    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained' \
+            and init_cfg.get('checkpoint'):
+        files.append(('model.backbone.init_cfg.checkpoint', init_cfg['checkpoint']))
+    for key, path in files:
+        try:
+            load_checkpoint_file(path, mmap=True)
+        except FileNotFoundError as err:
+            hint = (' (random init: --cfg-options model.backbone.init_cfg=None)'
+                    if key.startswith('model.') else '')
+            raise FileNotFoundError(f'{key}: {err}{hint}') from err
+        except CheckpointFileError as err:
+            raise CheckpointFileError(f'{key}: {err}') from err
