@@ -8,6 +8,7 @@ Exit status 143: stopped by SIGTERM after saving a checkpoint (continue with --r
 """
 import argparse
 import sys
+from typing import Optional
 
 import torch.distributed
 from mmengine.config import Config
@@ -15,8 +16,8 @@ from mmengine.dist import broadcast_object_list, init_dist, is_distributed, is_m
 from mmengine.runner import Runner
 
 from densevit_mm import compat
-from densevit_mm.checkpoint import (CheckpointFileError, ResumePlan, check_config_checkpoints,
-                                    plan_resume)
+from densevit_mm.checkpoint import (CheckpointFileError, ResumePlan, WorkDirBusyError,
+                                    WorkDirLock, check_config_checkpoints, plan_resume)
 from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted, check_photometric_option,
                                 check_train_dataloader)
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
@@ -86,12 +87,29 @@ def plan_start(cfg: Config, args: argparse.Namespace) -> ResumePlan:
     return outcome[0]
 
 
+def hold_work_dir(cfg: Config) -> Optional[WorkDirLock]:
+    """Rank 0 takes the work dir's lock for the life of the run; every rank stops with the
+    holder's name when another run has it."""
+    lock, outcome = None, [None]
+    if is_main_process():
+        lock = WorkDirLock(cfg.work_dir)
+        try:
+            lock.acquire()
+        except WorkDirBusyError as err:
+            outcome = [str(err)]
+    broadcast_object_list(outcome)
+    if outcome[0] is not None:
+        raise SystemExit(f'tools/train.py: {outcome[0]}')
+    return lock
+
+
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
     compat.setup_cpu_distributed(cfg)
     if cfg.launcher != 'none' and not is_distributed():  # the Runner then leaves it as it is
         init_dist(cfg.launcher, **cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    lock = hold_work_dir(cfg)  # noqa: F841 (held until the process ends)
     plan = plan_start(cfg, args)
     if plan.checkpoint is not None:
         cfg.resume, cfg.load_from = True, plan.checkpoint

@@ -2,6 +2,8 @@ from .checkpoint_file import (CheckpointFileError, atomic_move, atomic_save, ato
                               describe_file, describe_non_finite, load_checkpoint_file,
                               non_finite_tensors)
 from .resume import ResumePlan, find_resume_checkpoint, plan_resume
+from .work_dir import (WorkDirBusyError, WorkDirLock, remove_stale_temporaries,
+                       temporary_path)
 from .vit_checkpoint import (check_config_checkpoints, densevit_to_timm, find_backbone,
                              load_densevit_state_dict, timm_to_densevit)
 
@@ -10,4 +12,5 @@ __all__ = ['CheckpointFileError', 'ResumePlan', 'atomic_move', 'atomic_save',
            'describe_non_finite',
            'find_backbone',
            'find_resume_checkpoint', 'load_checkpoint_file', 'load_densevit_state_dict',
-           'non_finite_tensors', 'plan_resume', 'timm_to_densevit']
+           'non_finite_tensors', 'plan_resume', 'remove_stale_temporaries', 'temporary_path',
+           'timm_to_densevit', 'WorkDirBusyError', 'WorkDirLock']

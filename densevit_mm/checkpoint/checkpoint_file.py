@@ -6,10 +6,13 @@ in this project that writes or reads a checkpoint goes through this module.
 """
 import os
 import os.path as osp
+import re
 import zipfile
 from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
+
+from .work_dir import temporary_path
 
 
 class CheckpointFileError(RuntimeError):
@@ -35,7 +38,7 @@ def atomic_move(src: str, dst: str) -> None:
 
 
 def _atomic_write(path: str, write: Callable[[object], None], mode: str = 'wb') -> None:
-    tmp = osp.join(osp.dirname(osp.abspath(path)), f'.{osp.basename(path)}.tmp{os.getpid()}')
+    tmp = temporary_path(path)
     try:
         with open(tmp, mode) as f:
             write(f)
@@ -112,12 +115,17 @@ def load_checkpoint_file(path: str, mmap: bool = False) -> dict:
                                 mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         what = describe_file(path)
-        detail = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:120]}"
-        hint = ('it holds Python objects other than tensors and plain containers, which '
-                'safe loading refuses; re-save its state_dict, or convert it with '
-                'tools/convert_checkpoint.py'
-                if what.startswith('a zip archive of') or what.startswith('a pickle file')
-                else 'give the path of a .pth checkpoint')
+        text = re.sub(r'\x1b\[[0-9;]*m', '', str(err))  # torch bolds part of its message
+        detail = f"{type(err).__name__}: {(text.strip().splitlines() or [''])[0][:120]}"
+        if what.startswith('a zip archive of') or what.startswith('a pickle file'):
+            refused = sorted(set(re.findall(r'Unsupported global: GLOBAL ([\w.]+)', text)))
+            # not tools/convert_checkpoint.py: it reads with this same safe loading
+            hint = ('it holds Python objects that safe loading refuses'
+                    + (f' ({", ".join(refused)})' if refused else '')
+                    + '; if you trust its source, torch.load it with weights_only=False and '
+                    "torch.save only its weights (e.g. its 'model' or 'state_dict' entry)")
+        else:
+            hint = 'give the path of a .pth checkpoint'
         raise CheckpointFileError(f'{path} is not a readable PyTorch checkpoint: it is '
                                   f'{what} ({detail}); {hint}'
                                   ) from err

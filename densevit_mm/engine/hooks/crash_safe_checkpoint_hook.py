@@ -15,6 +15,7 @@ from mmpretrain.registry import HOOKS
 
 from densevit_mm.checkpoint.checkpoint_file import (atomic_move, atomic_write_text,
                                                    describe_non_finite)
+from densevit_mm.checkpoint.work_dir import remove_stale_temporaries, temporary_path
 from densevit_mm.datasets.samplers import ResumableSampler
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what the shell reports for a process it ended
@@ -84,8 +85,9 @@ class CrashSafeCheckpointHook(CheckpointHook):
                             f'{self.out_dir} needs {type(self.file_backend).__name__}: use '
                             "mmengine's CheckpointHook there")
         if is_main_process():  # what a kill mid-save left behind
-            for partial in glob.glob(osp.join(self.out_dir, '.*.partial')):
-                os.remove(partial)
+            for folder in {self.out_dir, runner.work_dir}:
+                for path in remove_stale_temporaries(folder):
+                    runner.logger.info(f'removed {path}, left by an interrupted save')
         if hasattr(runner.optim_wrapper, 'stop_requested'):
             self._optim_wrapper = runner.optim_wrapper
         if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
@@ -166,7 +168,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
         previous = self.last_ckpt
         # the checkpoint stores the message hub, which must already name it
         runner.message_hub.update_info('last_ckpt', path)
-        partial = f'.{filename}.partial'
+        partial = osp.basename(temporary_path(path))
         try:
             runner.save_checkpoint(self.out_dir, partial, self.file_client_args, meta=meta,
                                    backend_args=self.backend_args, **save_args)
