@@ -1,4 +1,5 @@
 """Checkpoint formats in and out: timm-layout ViTs, DenseViT pretraining files, strict loading."""
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -154,3 +155,81 @@ def test_densevit_to_timm_round_trip_is_lossless():
     from densevit_mm.checkpoint import timm_to_densevit
     again, dropped = timm_to_densevit(timm_state)
     assert dropped == [] and again.keys() == state.keys()
+
+
+def load_converter(repo_root):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'convert_checkpoint_tool', osp.join(repo_root, 'tools/convert_checkpoint.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def convert(repo_root, src, dst, monkeypatch):
+    """``main()`` of tools/convert_checkpoint.py in this process; its SystemExit code."""
+    monkeypatch.setattr(sys, 'argv', ['convert_checkpoint.py', str(src), str(dst)])
+    with pytest.raises(SystemExit) as stop:
+        load_converter(repo_root).main()
+    return stop.value.code
+
+
+def no_checkpoints(tmp_path):
+    """A text file, a truncated zip, an image and a checkpoint holding a Python object."""
+    (tmp_path / 'notes.pth').write_text('see the README\n')
+    torch.save(dict(state_dict={'backbone.layers.0.ln1.weight': torch.ones(256)}),
+               tmp_path / 'whole.pth')
+    data = (tmp_path / 'whole.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'photo.pth').write_bytes(b'\xff\xd8\xff\xe0' + bytes(100))
+    import argparse  # DINO's training checkpoints carry their argparse Namespace
+    torch.save(dict(model={}, args=argparse.Namespace(arch='vit_small')), tmp_path / 'dino.pth')
+    return tmp_path
+
+
+@pytest.mark.parametrize('name,what', [
+    ('notes.pth', "it is a text file of 15 bytes starting 'see the README' "),
+    ('cut.pth', 'it is a zip archive cut short '),
+    ('photo.pth', 'it is a JPEG image '),
+    ('dino.pth', 'it is a zip archive of '),
+])
+def test_the_converter_refuses_a_file_that_is_no_checkpoint_in_one_line(
+        tmp_path, repo_root, monkeypatch, name, what):
+    src = no_checkpoints(tmp_path) / name
+    code = convert(repo_root, src, tmp_path / 'out.pth', monkeypatch)
+    # a str code: Python prints it alone on stderr and exits with status 1, no traceback
+    assert isinstance(code, str) and '\n' not in code
+    assert code.startswith(f'tools/convert_checkpoint.py: {src} is not a readable PyTorch '
+                           f'checkpoint: {what}')
+    assert 'convert_checkpoint.py' not in code[len('tools/convert_checkpoint.py'):]
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_the_converter_says_which_objects_safe_loading_refuses(tmp_path, repo_root,
+                                                                monkeypatch):
+    code = convert(repo_root, no_checkpoints(tmp_path) / 'dino.pth', tmp_path / 'out.pth',
+                   monkeypatch)
+    assert code.endswith("it holds Python objects that safe loading refuses "
+                         "(argparse.Namespace); if you trust its source, torch.load it with "
+                         "weights_only=False and torch.save only its weights (e.g. its 'model' "
+                         "or 'state_dict' entry)")
+
+
+def test_the_converter_names_the_file_without_a_backbone(tmp_path, repo_root, monkeypatch):
+    torch.save(dict(state_dict={'conv1.weight': torch.zeros(1)}), tmp_path / 'resnet.pth')
+    code = convert(repo_root, tmp_path / 'resnet.pth', tmp_path / 'out.pth', monkeypatch)
+    assert code.startswith(f'tools/convert_checkpoint.py: {tmp_path / "resnet.pth"}: no ViT '
+                           'backbone found in the checkpoint')
+
+
+def test_the_converter_command_prints_one_line_and_exits_1(tmp_path, repo_root):
+    src = no_checkpoints(tmp_path) / 'notes.pth'
+    result = subprocess.run(
+        [sys.executable, osp.join(repo_root, 'tools/convert_checkpoint.py'), str(src),
+         str(tmp_path / 'out.pth')], capture_output=True, text=True,
+        env=dict(os.environ, PYTHONWARNINGS='ignore'))  # mmengine's pkg_resources warning
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"tools/convert_checkpoint.py: {src} is not a readable PyTorch "
+                           "checkpoint: it is a text file of 15 bytes starting 'see the README' (")
+    assert line.endswith('); give the path of a .pth checkpoint')  # torch's reason between

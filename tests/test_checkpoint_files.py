@@ -7,9 +7,11 @@ import time
 import pytest
 import torch
 
+from mmengine.config import Config
+
 from densevit_mm.checkpoint import (CheckpointFileError, atomic_save, atomic_write_text,
-                                    describe_file, describe_non_finite, load_checkpoint_file,
-                                    load_densevit_state_dict, plan_resume)
+                                    check_config_checkpoints, describe_file, describe_non_finite,
+                                    load_checkpoint_file, load_densevit_state_dict, plan_resume)
 
 
 def save(path, **extra):
@@ -62,6 +64,61 @@ def test_a_file_that_is_no_checkpoint_is_named_and_described(files, name, what):
         load_densevit_state_dict(path)  # the transfer configs' path
     with pytest.raises(FileNotFoundError, match='does not exist'):
         load_checkpoint_file(str(files / 'missing.pth'))
+
+
+def test_a_checkpoint_with_python_objects_is_named_and_the_hint_is_no_tool_that_refuses_it_too(
+        tmp_path):
+    import argparse  # DINO's training checkpoints carry their argparse Namespace
+    path = str(tmp_path / 'dino.pth')
+    torch.save(dict(teacher={}, args=argparse.Namespace(arch='vit_small')), path)
+    with pytest.raises(CheckpointFileError) as err:
+        load_checkpoint_file(path)
+    message = str(err.value)
+    assert message.endswith("; it holds Python objects that safe loading refuses "
+                            "(argparse.Namespace); if you trust its source, torch.load it with "
+                            "weights_only=False and torch.save only its weights (e.g. its "
+                            "'model' or 'state_dict' entry)")
+    # tools/convert_checkpoint.py reads with the same safe loading: no use advising it
+    assert 'convert_checkpoint' not in message
+    assert '\x1b' not in message  # torch's bold escape codes
+
+
+def train_config(**overrides):
+    cfg = Config(dict(model=dict(backbone=dict(type='mmpretrain.DenseViT'))))
+    cfg.merge_from_dict(overrides)
+    return cfg
+
+
+def test_config_checkpoints_are_read_before_the_run_builds_anything(files):
+    good, notes = str(files / 'good.pth'), str(files / 'notes.pth')
+    pretrained = dict(type='Pretrained', checkpoint=notes, prefix='backbone.')
+    with pytest.raises(CheckpointFileError, match=f'^model.backbone.init_cfg.checkpoint: '
+                                                  f'{notes} is not a readable PyTorch '
+                                                  'checkpoint: it is a text file'):
+        check_config_checkpoints(train_config(**{'model.backbone.init_cfg': pretrained}))
+    with pytest.raises(CheckpointFileError, match=f'^load_from: {files / "cut.pth"} is not a '
+                                                  'readable PyTorch checkpoint: it is a zip '
+                                                  'archive cut short'):
+        check_config_checkpoints(train_config(load_from=str(files / 'cut.pth')))
+    missing = str(files / 'epoch_8.pth')
+    with pytest.raises(FileNotFoundError) as err:
+        check_config_checkpoints(train_config(**{'model.backbone.init_cfg': dict(
+            pretrained, checkpoint=missing)}))
+    assert str(err.value) == (f"model.backbone.init_cfg.checkpoint: checkpoint {missing!r} "
+                              'does not exist (random init: --cfg-options '
+                              'model.backbone.init_cfg=None)')
+    # a resumed run reads its own checkpoint, not load_from, but still initialises the backbone
+    check_config_checkpoints(train_config(load_from=notes), load_from=False)
+    with pytest.raises(CheckpointFileError, match='^model.backbone.init_cfg.checkpoint: '):
+        check_config_checkpoints(train_config(load_from=good, **{
+            'model.backbone.init_cfg': pretrained}), load_from=False)
+    # readable files, random init, other kinds of init and URLs left to mmengine pass
+    check_config_checkpoints(train_config(load_from=good, **{
+        'model.backbone.init_cfg': dict(pretrained, checkpoint=good)}))
+    check_config_checkpoints(train_config(**{'model.backbone.init_cfg': None}))
+    check_config_checkpoints(train_config(**{'model.backbone.init_cfg': [
+        dict(type='TruncNormal', layer='Linear', std=.02)]}))
+    check_config_checkpoints(train_config(load_from='https://example.org/epoch_8.pth'))
 
 
 def test_a_transfer_checkpoint_with_nan_weights_is_refused_with_the_tensor_names(tmp_path):

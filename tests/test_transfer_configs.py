@@ -127,3 +127,43 @@ def test_detection_config_trains_and_validates(path, tmp_path, data_root, pretra
     scalars = run_one_iteration(cfg, tmp_path, pretrain_checkpoints)
     assert torch.isfinite(torch.tensor(scalars['train/loss']))
     assert 0 <= scalars['val/coco/bbox_mAP'] <= 1 and 0 <= scalars['val/coco/segm_mAP'] <= 1
+
+
+def train_main(repo_root, argv, monkeypatch):
+    """``main()`` of tools/train.py in this process; its SystemExit code."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location('train_tool',
+                                                  osp.join(repo_root, 'tools/train.py'))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    monkeypatch.setattr(sys, 'argv', ['train.py'] + argv)
+    with pytest.raises(SystemExit) as stop:
+        train.main()
+    return stop.value.code
+
+
+@pytest.mark.parametrize('config', ['configs/builtin/linear_densevit-mini_builtin-seg.py',
+                                    'configs/builtin/mask-rcnn_densevit-mini_builtin-det.py'])
+@pytest.mark.parametrize('name,what', [
+    ('notes.pth', "it is a text file of 15 bytes starting 'see the README'"),
+    ('cut.pth', 'it is a zip archive cut short'),
+])
+def test_tools_train_refuses_an_init_cfg_file_that_is_no_checkpoint_in_one_line(
+        tmp_path, repo_root, monkeypatch, config, name, what):
+    (tmp_path / 'notes.pth').write_text('see the README\n')
+    torch.save(dict(state_dict={'backbone.layers.0.ln1.weight': torch.ones(256)}),
+               tmp_path / 'whole.pth')
+    data = (tmp_path / 'whole.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    bad = tmp_path / name
+    # no data there: without the check the run would fail later, at the dataset
+    code = train_main(repo_root, [config, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                                  f'model.backbone.init_cfg.checkpoint={bad}',
+                                  f'train_dataloader.dataset.data_root={tmp_path / "none"}'],
+                      monkeypatch)
+    # a str code: Python prints it alone on stderr and exits with status 1, no traceback
+    assert isinstance(code, str) and '\n' not in code
+    assert code.startswith(f'tools/train.py: model.backbone.init_cfg.checkpoint: {bad} is not '
+                           f'a readable PyTorch checkpoint: {what}')
+    assert code.endswith('; give the path of a .pth checkpoint')

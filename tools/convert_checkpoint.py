@@ -13,7 +13,8 @@ renamed into place, so an interrupted run never leaves a half-written checkpoint
 import argparse
 import os
 
-from densevit_mm.checkpoint import atomic_save, densevit_to_timm, load_densevit_state_dict
+from densevit_mm.checkpoint import (CheckpointFileError, atomic_save, densevit_to_timm,
+                                    load_densevit_state_dict)
 
 
 def main() -> None:
@@ -28,7 +29,12 @@ def main() -> None:
     if os.path.abspath(args.src) == os.path.abspath(args.dst):
         parser.error('dst must differ from src')
 
-    state, report = load_densevit_state_dict(args.src, args.prefix)
+    try:
+        state, report = load_densevit_state_dict(args.src, args.prefix)
+    except (FileNotFoundError, CheckpointFileError, ValueError) as err:
+        # one line, as tools/train.py says it: the file, what it is, what to do
+        message = str(err) if args.src in str(err) else f'{args.src}: {err}'
+        raise SystemExit(f'tools/convert_checkpoint.py: {message}') from None
     print(f'read {len(state)} backbone tensors from {args.src} '
           f'({report["format"]} layout, prefix {report["prefix"]!r})')
     if report['dropped']:
