@@ -1,5 +1,5 @@
-from .collect import (Row, collect_rows, describe_pretraining, load_published, markdown_table,
-                      plot, write_csv)
+from .collect import (Collection, Row, collect, collect_rows, describe_pretraining,
+                      load_published, markdown_table, plot, write_csv)
 
-__all__ = ['Row', 'collect_rows', 'describe_pretraining', 'load_published', 'markdown_table',
-           'plot', 'write_csv']
+__all__ = ['Collection', 'Row', 'collect', 'collect_rows', 'describe_pretraining',
+           'load_published', 'markdown_table', 'plot', 'write_csv']

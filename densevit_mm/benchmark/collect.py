@@ -1,8 +1,11 @@
 """Read mmengine work dirs into benchmark rows: method, backbone, pretraining, mIoU, AP.
 
 Runs that differ only by their seed fall into the same row and column: the table shows
-``mean ± std (n)``.  A config may name its column (``benchmark_column = 'mIoU linear'``);
-otherwise a frozen backbone's mIoU goes to ``mIoU frozen`` and a fine-tuned one to ``mIoU``.
+``mean ± std (n)``, and ``mean (n)`` for a single run.  A config may name its column
+(``benchmark_column = 'mIoU linear'``); otherwise a frozen backbone's mIoU goes to
+``mIoU frozen`` and a fine-tuned one to ``mIoU``.  Trees of cut runs are read too: a log line
+that is no JSON (a run killed mid-write) is skipped and named, and a work dir that gives no
+row is listed with the reason.
 """
 import csv
 import glob
@@ -12,11 +15,11 @@ import os
 import os.path as osp
 import textwrap
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-from densevit_mm.checkpoint import load_checkpoint_file
+from densevit_mm.checkpoint import CheckpointFileError, load_checkpoint_file
 from densevit_mm.datasets import BUILTIN_MARKER
 from .statistics import calibrate, calibration_markdown, format_values, mean_std
 
@@ -40,27 +43,72 @@ class Row:
     configs: List[str] = field(default_factory=list)
 
 
-def _latest_run(work_dir: str) -> Optional[str]:
-    """The newest ``<timestamp>/vis_data`` of a work dir that logged validation metrics."""
-    for run in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data')), reverse=True):
+@dataclass
+class Collection:
+    """What :func:`collect` found below a root."""
+    rows: List[Row]
+    left_out: List[Tuple[str, str]]  # (work dir, why it gives no row)
+    skipped: List[str]  # '<scalars.json>, line <n>: ...' for each log line that is no JSON
+
+
+def _read_scalars(path: str, skipped: List[str]) -> List[dict]:
+    """The entries of mmengine's JSON-lines scalar log.  A line that is no JSON object (the
+    last one of a run killed mid-write, or one garbled) is passed over and noted in
+    ``skipped``; the lines after it still count."""
+    entries = []
+    with open(path, errors='replace') as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as err:
+                entry = err
+            if isinstance(entry, dict):
+                entries.append(entry)
+                continue
+            why = (f'not JSON ({entry.msg}: column {entry.colno}; cut short?)'
+                   if isinstance(entry, json.JSONDecodeError) else 'not a JSON object')
+            skipped.append(f'{path}, line {number}: {why}, skipped: {line.strip()[:60]!r}')
+    return entries
+
+
+def _last_metrics(entries: List[dict]) -> Dict[str, float]:
+    found = {}
+    for entry in entries:
+        for key, name in METRICS.items():
+            if key in entry:
+                value = float(entry[key])
+                found[name] = value * 100 if name.startswith('AP') else value
+    return found
+
+
+def _latest_run(runs: List[str], skipped: List[str]) -> Tuple[Optional[str], Dict[str, float]]:
+    """The newest of a work dir's ``<timestamp>/vis_data`` folders that logged validation
+    metrics, with the last value of each."""
+    for run in sorted(runs, reverse=True):
         scalars = osp.join(run, 'scalars.json')
         if osp.isfile(scalars) and osp.isfile(osp.join(run, 'config.py')):
-            with open(scalars) as f:
-                if any(any(k in line for k in METRICS) for line in f):
-                    return run
-    return None
+            metrics = _last_metrics(_read_scalars(scalars, skipped))
+            if metrics:
+                return run, metrics
+    return None, {}
 
 
-def _last_metrics(scalars_file: str) -> Dict[str, float]:
-    found = {}
-    with open(scalars_file) as f:
-        for line in f:
-            entry = json.loads(line)
-            for key, name in METRICS.items():
-                if key in entry:
-                    value = float(entry[key])
-                    found[name] = value * 100 if name.startswith('AP') else value
-    return found
+def _why_no_metrics(runs: List[str]) -> str:
+    logged = [r for r in sorted(runs, reverse=True) if osp.isfile(osp.join(r, 'scalars.json'))
+              and osp.isfile(osp.join(r, 'config.py'))]
+    if not logged:
+        return ('no vis_data/scalars.json with its config.py (the run stopped before its '
+                'first log?)')
+    try:
+        validates = Config.fromfile(osp.join(logged[0], 'config.py')).get('val_evaluator')
+    except Exception:  # a damaged config.py: say what the log says
+        validates = True
+    if not validates:
+        return ('no mIoU or COCO AP logged: its config has no val_evaluator (a pretraining '
+                'or --no-validate run)')
+    return 'no mIoU or COCO AP logged (training cut before its first validation?)'
 
 
 def _backbone_frozen(backbone: dict) -> bool:
@@ -119,31 +167,50 @@ def _data_root(cfg: Config) -> str:
     return dataset.get('data_root', '')
 
 
-def collect_rows(root: str) -> List[Row]:
-    """One row per pretraining (method + checkpoint + backbone), merging its transfer runs."""
+def collect(root: str) -> Collection:
+    """One row per pretraining (method + checkpoint + backbone), merging its transfer runs;
+    each work dir (a folder with ``<timestamp>/vis_data``) that gives no row, and why; each
+    log line skipped."""
     rows: Dict[tuple, Row] = {}
+    left_out, skipped = [], []
     for work_dir in sorted(glob.glob(osp.join(root, '**'), recursive=True)):
-        if not osp.isdir(work_dir):
+        runs = glob.glob(osp.join(work_dir, '*', 'vis_data'))
+        if not osp.isdir(work_dir) or not runs:
             continue
-        run = _latest_run(work_dir)
+        label = osp.normpath(work_dir)
+        run, metrics = _latest_run(runs, skipped)
         if run is None:
+            left_out.append((label, _why_no_metrics(runs)))
             continue
-        cfg = Config.fromfile(osp.join(run, 'config.py'))
+        try:
+            cfg = Config.fromfile(osp.join(run, 'config.py'))
+        except Exception as err:  # SyntaxError of a cut file, a missing custom import, ...
+            left_out.append((label, f'its {osp.join(run, "config.py")} could not be read '
+                                   f'({type(err).__name__}: {(str(err).splitlines() or [""])[0]})'))
+            continue
         backbone = cfg.model.get('backbone', {})
         init_cfg = backbone.get('init_cfg') or {}
         checkpoint = init_cfg.get('checkpoint') if init_cfg.get('type') == 'Pretrained' else None
-        method, epochs = describe_pretraining(checkpoint)
+        try:
+            method, epochs = describe_pretraining(checkpoint)
+        except CheckpointFileError as err:  # replaced or cut since: its method is unknown
+            left_out.append((label, f'its pretraining checkpoint could not be read: {err}'))
+            continue
         data = 'built-in (generated)' if _is_builtin(_data_root(cfg)) else 'real'
         key = (method, checkpoint or '', _arch_name(backbone.get('arch', '?')), data)
         row = rows.setdefault(key, Row(method, key[2], epochs, checkpoint or '-', data))
-        metrics = _last_metrics(osp.join(run, 'scalars.json'))
         named = cfg.get('benchmark_column')
         suffix = ' frozen' if _backbone_frozen(backbone) else ''
         for name, value in metrics.items():
             column = named if named and name == 'mIoU' else name + suffix
             row.metrics.setdefault(column, []).append(value)
-        row.configs.append(osp.basename(osp.normpath(work_dir)))
-    return list(rows.values())
+        row.configs.append(osp.basename(label))
+    return Collection(list(rows.values()), left_out, skipped)
+
+
+def collect_rows(root: str) -> List[Row]:
+    """The rows of :func:`collect`, without what it left out or skipped."""
+    return collect(root).rows
 
 
 def columns_of(rows: List[Row]) -> List[str]:
@@ -167,7 +234,10 @@ def load_published(path: str = PUBLISHED_CSV) -> List[dict]:
         return list(csv.DictReader(f))
 
 
-def markdown_table(rows: List[Row], published: List[dict]) -> str:
+def markdown_table(rows: List[Row], published: List[dict],
+                   left_out: Sequence[Tuple[str, str]] = (), skipped: Sequence[str] = ()) -> str:
+    """The measured rows (with the calibration block), the work dirs ``left_out`` and the log
+    lines ``skipped`` (as :func:`collect` gives them), then the published numbers."""
     columns = columns_of(rows)
     lines = ['## Measured', '',
              '| method | backbone | pretraining epochs | '
@@ -181,6 +251,10 @@ def markdown_table(rows: List[Row], published: List[dict]) -> str:
     if checks:
         lines += ['', '## Calibration: does each column separate a labelled oracle from '
                   'random init?', '', checks.rstrip('\n')]
+    if left_out:
+        lines += ['', '## Left out (no row)', ''] + [f'- {d}: {why}' for d, why in left_out]
+    if skipped:
+        lines += ['', '## Log lines skipped (not JSON)', ''] + [f'- {s}' for s in skipped]
     lines += ['', '## Published (other methods, full-scale protocols; not measured here)', '',
               '| method | backbone | pretraining epochs | protocol | mIoU | APbox | APmask | '
               'source |', '|---|---|---|---|---|---|---|---|']

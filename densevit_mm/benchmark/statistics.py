@@ -16,11 +16,13 @@ def mean_std(values: Sequence[float]) -> tuple:
 
 
 def format_values(values: Sequence[float]) -> str:
-    """``'-'``, ``'41.2'`` for one run, ``'41.2 ± 0.4 (3)'`` for several seeds."""
+    """``'-'``, ``'41.2 (1)'`` for one run (no std to show), ``'41.2 ± 0.4 (3)'`` for
+    several seeds: the number of runs is always there."""
     if not values:
         return '-'
     mean, std = mean_std(values)
-    return f'{mean:.1f}' if len(values) == 1 else f'{mean:.1f} ± {std:.1f} ({len(values)})'
+    return f'{mean:.1f} ({len(values)})' if len(values) == 1 else \
+        f'{mean:.1f} ± {std:.1f} ({len(values)})'
 
 
 def calibrate(random: Dict[str, List[float]], oracle: Dict[str, List[float]],
@@ -50,6 +52,9 @@ def calibration_markdown(rows: List[dict]) -> Optional[str]:
              '|---|---|---|---|---|---|---|']
     for r in rows:
         verdict = {True: 'yes', False: 'no', None: 'needs seeds'}[r['passes']]
+        # one run per start: no std, no ratio ('-', as the CSV leaves them empty)
+        std, ratio = (f'{v:{spec}}' if v == v else '-' for v, spec in ((r['std'], '.2f'),
+                                                                         (r['ratio'], '.1f')))
         lines.append(f"| {r['column']} | {r['random']} | {r['oracle']} | {r['gap']:.1f} | "
-                     f"{r['std']:.2f} | {r['ratio']:.1f} | {verdict} |")
+                     f"{std} | {ratio} | {verdict} |")
     return '\n'.join(lines) + '\n'

@@ -12,7 +12,10 @@ from PIL import Image
 from densevit_mm.datasets import BUILTIN_MARKER
 
 
-def fake_run(work_dir, checkpoint, data_root, metrics, frozen_stages=-1, column=None):
+def fake_run(work_dir, checkpoint, data_root, metrics, frozen_stages=-1, column=None,
+             lines=None, validates=True):
+    """A work dir as mmengine leaves it; ``lines``: the text lines of scalars.json instead of
+    a loss and then ``metrics``."""
     run = osp.join(work_dir, '20260101_000000', 'vis_data')
     os.makedirs(run)
     init = 'None' if checkpoint is None else \
@@ -23,9 +26,13 @@ def fake_run(work_dir, checkpoint, data_root, metrics, frozen_stages=-1, column=
                 f"val_dataloader = dict(dataset=dict(data_root={data_root!r}))\n")
         if column:
             f.write(f'benchmark_column = {column!r}\n')
+        if validates:
+            f.write("val_evaluator = dict(type='IoUMetric')\n")
     with open(osp.join(run, 'scalars.json'), 'w') as f:
-        f.write(json.dumps({'loss': 1.0, 'step': 10}) + '\n')
-        f.write(json.dumps({**metrics, 'step': 20}) + '\n')
+        if lines is None:
+            lines = [json.dumps({'loss': 1.0, 'step': 10}) + '\n',
+                     json.dumps({**metrics, 'step': 20}) + '\n']
+        f.write(''.join(lines))
 
 
 def fake_pretraining(path, loss_lambda, epoch):
@@ -77,17 +84,24 @@ def test_table_from_work_dirs(tmp_path, repo_root):
 
     markdown = (out / 'results.md').read_text()
     measured_block, published_block = markdown.split('## Published')
-    assert ('| DenseViT (lambda=0.5) | densevit-s | 8 | 41.2 | 20.5 | 37.5 | 31.2 |'
-            in measured_block)
+    # one run per cell: its mean and (1), no std
+    assert ('| DenseViT (lambda=0.5) | densevit-s | 8 | 41.2 (1) | 20.5 (1) | 37.5 (1) | '
+            '31.2 (1) |' in measured_block)
+    assert (f'## Left out (no row)\n\n- {root / "pretrain_dense"}: no vis_data/scalars.json '
+            'with its config.py (the run stopped before its first log?)\n' in measured_block)
+    assert dense['mIoU n'] == '1' and dense['mIoU std'] == ''  # the CSV says the same
     assert 'iBOT' not in measured_block and 'iBOT' in published_block
     with Image.open(out / 'results.png') as image:
         assert image.format == 'PNG' and image.size[0] > 100
 
 
-def test_no_metrics_is_a_clear_error(tmp_path, repo_root):
+def test_no_metrics_is_a_clear_error_that_says_what_was_left_out(tmp_path, repo_root):
+    fake_run(tmp_path / 'seg_cut', None, '/data', {}, lines=[json.dumps({'loss': 1.0}) + '\n'])
     result = subprocess.run([sys.executable, osp.join(repo_root, 'tools/benchmark_table.py'),
                              str(tmp_path)], capture_output=True, text=True)
     assert result.returncode != 0 and 'logged mIoU or COCO AP' in result.stderr
+    assert (f'left out {tmp_path / "seg_cut"}: no mIoU or COCO AP logged (training cut before '
+            'its first validation?)\n') in result.stderr
 
 
 def test_seeds_are_grouped_and_the_oracle_calibrates_each_column(tmp_path, repo_root):
@@ -123,3 +137,78 @@ def test_seeds_are_grouped_and_the_oracle_calibrates_each_column(tmp_path, repo_
     assert float(rows['Random init']['mIoU linear']) == 16.0
     assert float(rows['Random init']['mIoU linear std']) == 1.0
     assert rows['Random init']['mIoU linear n'] == '3'
+
+
+def benchmark_table_main(repo_root, argv, monkeypatch):
+    """``main()`` of tools/benchmark_table.py in this process."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_table_tool', osp.join(repo_root, 'tools/benchmark_table.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(sys, 'argv', ['benchmark_table.py'] + argv)
+    tool.main()
+
+
+def test_a_tree_of_cut_runs_is_read_and_what_is_missing_is_named(tmp_path, repo_root,
+                                                                 monkeypatch, capsys):
+    fake_pretraining(tmp_path / 'dense.pth', 0.5, 8)
+    (tmp_path / 'notes.pth').write_text('see the README\n')
+    dense, root = str(tmp_path / 'dense.pth'), tmp_path / 'runs'
+    loss = json.dumps({'loss': 1.0, 'step': 10}) + '\n'
+    fake_run(root / 'seg_seed0', dense, '/data', {'mIoU': 40.0})
+    # killed while writing its last line: the values before it count
+    fake_run(root / 'seg_seed1', dense, '/data', {}, lines=[
+        loss, json.dumps({'mIoU': 42.0, 'step': 20}) + '\n', '{"loss": 0.9, "st'])
+    # a garbled line in the middle: the lines after it count
+    fake_run(root / 'det_seed0', dense, '/data', {}, lines=[
+        loss, '{"lo\n', json.dumps({'coco/bbox_mAP': 0.375, 'step': 20}) + '\n'])
+    fake_run(root / 'seg_cut', dense, '/data', {}, lines=[loss])
+    fake_run(root / 'pretrain', None, '/data', {}, lines=[loss], validates=False)
+    fake_run(root / 'seg_notes', str(tmp_path / 'notes.pth'), '/data', {'mIoU': 30.0})
+
+    out = tmp_path / 'results'
+    benchmark_table_main(repo_root, [str(root), '--out', str(out)], monkeypatch)
+    printed = capsys.readouterr()
+    scalars = osp.join('20260101_000000', 'vis_data', 'scalars.json')
+    skipped = [
+        f'{root / "det_seed0" / scalars}, line 2: not JSON (Invalid control character at: '
+        "column 5; cut short?), skipped: '{\"lo'",
+        f'{root / "seg_seed1" / scalars}, line 3: not JSON (Unterminated string starting at: '
+        "column 15; cut short?), skipped: '{\"loss\": 0.9, \"st'"]
+    assert printed.err.splitlines() == [f'warning: {line}' for line in skipped]
+    left_out = [
+        f'- {root / "pretrain"}: no mIoU or COCO AP logged: its config has no val_evaluator '
+        '(a pretraining or --no-validate run)',
+        f'- {root / "seg_cut"}: no mIoU or COCO AP logged (training cut before its first '
+        'validation?)',
+        f'- {root / "seg_notes"}: its pretraining checkpoint could not be read: '
+        f"{tmp_path / 'notes.pth'} is not a readable PyTorch checkpoint: it is a text file of "
+        "15 bytes starting 'see the README' "]
+    markdown = (out / 'results.md').read_text()
+    for text in (markdown, printed.out):
+        assert ('| DenseViT (lambda=0.5) | densevit-s | 8 | 41.0 ± 1.4 (2) | 37.5 (1) | real | '
+                'det_seed0, seg_seed0, seg_seed1 |') in text
+        section = text.split('## Left out (no row)\n\n')[1].split('\n\n')[0].splitlines()
+        assert len(section) == 3
+        for line, expected in zip(section, left_out):
+            assert line.startswith(expected)
+        assert text.split('## Log lines skipped (not JSON)\n\n')[1].split('\n\n')[0] == \
+            '\n'.join(f'- {line}' for line in skipped)
+    with open(out / 'results.csv') as f:
+        row, = [r for r in csv.DictReader(f) if r['block'] == 'measured']
+    assert (row['mIoU'], row['mIoU std'][:6], row['mIoU n']) == ('41.0', '1.4142', '2')
+    assert (row['APbox'], row['APbox std'], row['APbox n']) == ('37.5', '', '1')
+    with Image.open(out / 'results.png') as image:  # the plot takes a cell of one run
+        assert image.format == 'PNG'
+
+
+def test_every_cell_shows_its_number_of_runs_and_one_run_has_no_std():
+    from densevit_mm.benchmark.statistics import (calibrate, calibration_markdown,
+                                                  format_values)
+    assert format_values([]) == '-'
+    assert format_values([41.25]) == '41.2 (1)'
+    assert format_values([40.0, 42.0]) == '41.0 ± 1.4 (2)'
+    # one run per start: a gap, but no seed std to weigh it against
+    table = calibration_markdown(calibrate({'mIoU': [12.5]}, {'mIoU': [30.0]}, ['mIoU']))
+    assert table.splitlines()[-1] == '| mIoU | 12.5 (1) | 30.0 (1) | 17.5 | - | - | needs seeds |'
