@@ -23,9 +23,10 @@ item that fails if its workaround stops working.
    ``ColorJitter(hue=0.1)``).  :func:`adjust_hue` replaces it with a modular shift.
 7. NumPy 2 removed ``np.in1d``, which mmpretrain's retrieval metrics call: aliased to
    the equivalent ``np.isin(...).ravel()``.
-8. mmengine's ``init_dist('pytorch')`` calls ``torch.cuda.set_device`` unconditionally and its
-   Runner wraps DDP with ``device_ids=[LOCAL_RANK]``; both fail without CUDA.
-   :func:`setup_cpu_distributed` lets ``tools/train.py`` run multi-process on CPU (gloo).
+8. mmengine's ``init_dist('pytorch')`` and ``init_dist('slurm')`` call
+   ``torch.cuda.set_device`` unconditionally and its Runner wraps DDP with
+   ``device_ids=[LOCAL_RANK]``; both fail without CUDA.  :func:`setup_cpu_distributed` lets
+   ``tools/train.py`` run multi-process on CPU (gloo), under torchrun or Slurm.
 
 9. Configs written for GPUs use SyncBN (mmseg's heads), which has no CPU implementation
    under a gloo process group.  :func:`revert_sync_batchnorm_without_cuda` turns it into
@@ -34,6 +35,7 @@ item that fails if its workaround stops working.
 :func:`apply` installs 5-7; importing ``densevit_mm`` calls it once.
 """
 import os
+import subprocess
 from typing import Optional
 
 import numpy as np
@@ -93,14 +95,31 @@ def allow_mmengine_checkpoint_globals() -> None:
     torch.serialization.add_safe_globals(safe)
 
 
-def setup_cpu_distributed(cfg) -> None:
-    """Prepare a config launched by torchrun on a machine without CUDA (item 8).
+def _slurm_environment() -> None:
+    """Set torchrun's variables from a Slurm task's, as mmengine's ``_init_dist_slurm``
+    does before it calls ``torch.cuda.set_device``."""
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    os.environ.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in os.environ:
+        first = subprocess.run(['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']],
+                               capture_output=True, text=True, check=True).stdout.split()
+        os.environ['MASTER_ADDR'] = first[0]
 
-    Initialises the gloo process group from torchrun's environment (mmengine's Runner then
-    skips its own ``init_dist``) and makes DDP wrap the CPU model with ``device_ids=None``.
+
+def setup_cpu_distributed(cfg) -> None:
+    """Prepare a config launched by torchrun or Slurm on a machine without CUDA (item 8).
+
+    Initialises the gloo process group from the launcher's environment (mmengine's Runner
+    then skips its own ``init_dist``, which would call ``torch.cuda.set_device``) and makes
+    DDP wrap the CPU model with ``device_ids=None``.
     """
-    if torch.cuda.is_available() or cfg.get('launcher', 'none') != 'pytorch':
+    launcher = cfg.get('launcher', 'none')
+    if torch.cuda.is_available() or launcher not in ('pytorch', 'slurm'):
         return
+    if launcher == 'slurm':
+        _slurm_environment()
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(
             backend='gloo', rank=int(os.environ['RANK']),

@@ -11,6 +11,19 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: minutes on 2 cores; run with --runslow')
     config.addinivalue_line('markers', 'gpu: needs CUDA')
+    config.addinivalue_line('markers', 'slurm: needs a reachable Slurm cluster (sbatch)')
+
+
+def slurm_missing():
+    """Why no Slurm cluster can take a job here, or None when one can."""
+    import shutil
+    import subprocess
+    if shutil.which('sbatch') is None:
+        return 'no Slurm client (sbatch) on this machine'
+    state = subprocess.run(['sinfo', '-h', '-o', '%a %T'], capture_output=True, text=True)
+    if state.returncode != 0 or 'up' not in state.stdout:
+        return f'no Slurm partition is up ({(state.stderr or state.stdout).strip()[:200]})'
+    return None
 
 
 def pytest_addoption(parser):
@@ -21,7 +34,12 @@ def pytest_collection_modifyitems(config, items):
     import torch
     skip_slow = pytest.mark.skip(reason='slow: pass --runslow to run it')
     skip_gpu = pytest.mark.skip(reason='needs CUDA, which this machine lacks')
+    missing = slurm_missing() if any('slurm' in item.keywords for item in items) else None
+    skip_slurm = pytest.mark.skip(reason=f'needs a Slurm cluster: {missing}; .ci/run starts '
+                                  'one with tools/ci/start_slurm_cluster.sh (as root)')
     for item in items:
+        if 'slurm' in item.keywords and missing:
+            item.add_marker(skip_slurm)
         if 'slow' in item.keywords and not config.getoption('--runslow'):
             item.add_marker(skip_slow)
         if 'gpu' in item.keywords and not torch.cuda.is_available():

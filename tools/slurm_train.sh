@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Train under Slurm, one task per GPU:
-#   [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] \
+#   [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=... PYTHON=python] \
 #   tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [tools/train.py arguments]
+# GPUS is the number of tasks.  GPUS_PER_NODE=0 runs CPU-only tasks (gloo, no --gres),
+# TASKS_PER_NODE of them per node (default: all GPUS on one node).
 #
 # Preemption and requeue.  On SIGTERM -- what Slurm sends at preemption, on scancel, and
 # before the time limit with --signal=TERM@SECONDS -- every rank finishes its iteration,
@@ -33,6 +35,13 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
+if [ "$GPUS_PER_NODE" = 0 ]; then
+    GRES_ARGS=()
+    TASKS_PER_NODE=${TASKS_PER_NODE:-$GPUS}
+else
+    GRES_ARGS=(--gres=gpu:"$GPUS_PER_NODE")
+    TASKS_PER_NODE=${TASKS_PER_NODE:-$GPUS_PER_NODE}
+fi
 REQUEUE=${REQUEUE:-0}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 rm -f "$WORK_DIR/preempted"  # left by an earlier stop: only this run's counts
@@ -40,13 +49,13 @@ rm -f "$WORK_DIR/preempted"  # left by an earlier stop: only this run's counts
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
+    "${GRES_ARGS[@]}" \
     --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" \
+    --ntasks-per-node="$TASKS_PER_NODE" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \
-    python -u "$ROOT/tools/train.py" "$CONFIG" --work-dir="$WORK_DIR" --launcher=slurm "${@:5}"
+    "${PYTHON:-python}" -u "$ROOT/tools/train.py" "$CONFIG" --work-dir="$WORK_DIR" --launcher=slurm "${@:5}"
 status=$?
 if [ "$REQUEUE" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ] && [ -f "$WORK_DIR/preempted" ]; then
     echo "stopped by SIGTERM with $(cat "$WORK_DIR/preempted"): requeueing job $SLURM_JOB_ID" >&2

@@ -7,8 +7,24 @@ Several GPUs, nodes, or CPU processes: tools/dist_train.sh CONFIG NUM_PROCESSES.
 Exit status 143: stopped by SIGTERM after saving a checkpoint (continue with --resume).
 """
 import argparse
+import signal
 import sys
 from typing import Optional
+
+
+class EarlySigterm:
+    """SIGTERM before the checkpoint hook takes over (Slurm's ``--signal`` may come while the
+    job starts): remembered, so that training stops after its first iteration with a
+    checkpoint (``CrashSafeCheckpointHook`` reads ``received``) instead of dying with none."""
+    received = False
+
+    def __call__(self, signum, frame) -> None:
+        self.received = True
+
+
+# first, before the imports that take seconds
+EARLY_SIGTERM = EarlySigterm()
+signal.signal(signal.SIGTERM, EARLY_SIGTERM)
 
 import torch.distributed
 from mmengine.config import Config
@@ -116,6 +132,10 @@ def main() -> None:
     else:
         cfg.resume = False
     runner = Runner.from_cfg(cfg)
+    if not any(getattr(hook, 'save_on_sigterm', False) for hook in runner.hooks):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # no hook takes the signal over
+        if EARLY_SIGTERM.received:
+            sys.exit(PREEMPTED_EXIT_CODE)  # nothing trained yet, nothing to save
     for level, message in plan.notes:
         runner.logger.log(level, message)
     check_train_dataloader(runner)

@@ -331,31 +331,24 @@ def test_a_text_file_given_to_resume_is_named_before_anything_starts(tmp_path, r
             'file') in result.stderr
 
 
-@pytest.mark.parametrize('preempted', [True, False])
-def test_slurm_train_requeues_only_a_job_stopped_by_sigterm(tmp_path, repo_root, preempted):
-    """tools/slurm_train.sh with stand-ins for srun and scontrol: a SIGTERM stop (the hook's
-    marker, written by this run) is requeued, another failure is not."""
+def test_sigterm_during_start_up_stops_after_one_iteration_with_a_checkpoint(tmp_path,
+                                                                            synthetic_root):
+    """Slurm's --signal=TERM@N can come while the job starts, before the hook is there."""
+    import signal
+    import time
     work = tmp_path / 'work'
-    work.mkdir()
-    bin_dir = tmp_path / 'bin'
-    bin_dir.mkdir()
-    stop = f'echo {work}/preempted_iter_7.pth > {work}/preempted' if preempted else 'true'
-    (bin_dir / 'srun').write_text(f'#!/bin/sh\n{stop}\nexit 143\n')
-    (bin_dir / 'scontrol').write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/scontrol.txt\n')
-    for tool in ('srun', 'scontrol'):
-        (bin_dir / tool).chmod(0o755)
-    (work / 'preempted').write_text('an earlier stop\n')  # not this run's: ignored
-    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', REQUEUE='1',
-               SLURM_JOB_ID='4242')
-    result = subprocess.run(['bash', osp.join(repo_root, 'tools/slurm_train.sh'), 'part', 'job',
-                             DEBUG_CONFIG, str(work), '--resume'],
-                            env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 143
-    requeued = (tmp_path / 'scontrol.txt').exists()
-    assert requeued == preempted
-    if preempted:
-        assert (tmp_path / 'scontrol.txt').read_text() == 'requeue 4242\n'
-        assert 'requeueing job 4242' in result.stderr
+    proc = subprocess.Popen([sys.executable, 'tools/train.py', DEBUG_CONFIG, '--work-dir',
+                             str(work), '--cfg-options', f'train_dataloader.dataset.data_root='
+                             f'{synthetic_root}/', 'train_dataloader.batch_size=4'],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+    time.sleep(1)  # importing torch and mmengine
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 143, out[-3000:]
+    assert 'SIGTERM came during start-up: stopping after the first iteration' in out
+    assert f'SIGTERM: saved {work}/preempted_iter_1.pth after iteration 1' in out
+    assert open(work / 'preempted').read() == f'{work}/preempted_iter_1.pth\n'
 
 
 def photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed=None):

@@ -50,7 +50,9 @@ class CrashSafeCheckpointHook(CheckpointHook):
       and stops with :class:`TrainingPreempted` (``tools/train.py`` exits with status 143;
       a launcher may end the other ranks by signal once one has exited, the files being in
       place by then).  The next regular checkpoint deletes both files.
-      A second SIGTERM ends the process at once, as without the hook.  With
+      A second SIGTERM ends the process at once, as without the hook.  A SIGTERM that a
+      previous handler with a true ``received`` attribute (``tools/train.py``'s, installed
+      at its start) caught before training counts as one caught here.  With
       ``GuardedOptimWrapper`` the ranks agree on the stop in the collective of the step's
       own decision (:attr:`GuardedOptimWrapper.stop_agreed`); with another optimizer wrapper
       this hook all-reduces the flag itself after every iteration.
@@ -93,7 +95,14 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
             # DataLoader workers forked later inherit this handler, so SIGTERM sent to the
             # whole job does not kill them before the main process has saved.
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            early = getattr(previous, 'received', None)
+            # tools/train.py's start-up handler ends its service here
+            self._previous_handler = signal.SIG_DFL if early is not None else previous
+            if early:
+                runner.logger.warning('SIGTERM came during start-up: stopping after the first '
+                                      'iteration, with a checkpoint')
+                self._on_sigterm(signal.SIGTERM, None)
         self._continue_mid_epoch(runner)
 
     def _on_sigterm(self, signum, frame) -> None:
