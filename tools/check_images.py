@@ -1,11 +1,14 @@
 """List the images of a pretraining folder that cannot be decoded, before a long run.
 
-    python tools/check_images.py data/imagenet/train [--workers N] [--backend cv2] [--out bad.txt]
+    python tools/check_images.py data/imagenet/train [--workers N] [--backend cv2]
+        [--max-pixels N] [--out bad.txt]
 
 Takes the files that the pretraining data set takes (``UnlabeledImageFolder``: class
 sub-folders are searched; .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp), decodes each as
 ``LoadImageFromFile`` does, in parallel with a progress bar and ETA, and prints every file
-that fails with the reason.  Exit status 1 when any does.
+that fails with the reason.  A file whose header says it has more pixels than
+``--max-pixels`` (the data set's ``max_pixels``) fails without being decoded, as training
+skips it.  Exit status 1 when any fails.
 """
 import argparse
 import os
@@ -16,7 +19,7 @@ from functools import partial
 from mmengine.utils import track_parallel_progress
 
 from densevit_mm.checkpoint import atomic_write_text
-from densevit_mm.datasets import UnlabeledImageFolder, unreadable_reason
+from densevit_mm.datasets import MAX_PIXELS, UnlabeledImageFolder, unreadable_reason
 
 
 def main() -> int:
@@ -26,15 +29,21 @@ def main() -> int:
                         help='decoding processes (default: all cores)')
     parser.add_argument('--backend', default='cv2', choices=['cv2', 'pillow', 'turbojpeg'],
                         help="LoadImageFromFile's imdecode_backend (default cv2)")
+    parser.add_argument('--max-pixels', type=int, default=MAX_PIXELS,
+                        help='flag images whose header says width x height is larger, as '
+                        f"the data set's max_pixels does (default {MAX_PIXELS})")
     parser.add_argument('--out', help='also write the unreadable files, one per line, here')
     args = parser.parse_args()
     if not os.path.isdir(args.folder):
         parser.error(f'{args.folder} is not a folder')
+    if args.max_pixels < 1:
+        parser.error(f'--max-pixels must be >= 1, got {args.max_pixels}')
 
     dataset = UnlabeledImageFolder(data_root=args.folder, pipeline=[])  # logs what it found
     paths = [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
     start = time.time()
-    reasons = track_parallel_progress(partial(unreadable_reason, backend=args.backend), paths,
+    reasons = track_parallel_progress(partial(unreadable_reason, backend=args.backend,
+                                              max_pixels=args.max_pixels), paths,
                                       nproc=max(1, args.workers),
                                       chunksize=max(1, min(256, len(paths) // (8 * args.workers))))
     bad = [(path, why) for path, why in zip(paths, reasons) if why is not None]

@@ -1,18 +1,70 @@
-"""Whether an image file decodes the way the training pipeline decodes it."""
-from typing import Optional
+"""Whether an image file decodes the way the training pipeline decodes it, and whether its
+size, read from its header, is within the pixel limit."""
+import threading
+from typing import Optional, Tuple
 
 import mmcv
+from PIL import Image
 
 # mmpretrain's IMG_EXTENSIONS and the two it leaves out (.tiff, .webp)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
+# 2**27 = 134.2 MP (16384 x 8192): about twice the largest ImageNet train images (~10k x 7k),
+# far above COCO's and ADE20K's.  A draw at the limit adds ~1.3 GB to a worker (measured
+# with the pretraining pipeline); a 30000 x 30000 JPEG added 9 GB.  The one default.
+MAX_PIXELS = 2 ** 27
 
-def unreadable_reason(path: str, backend: str = 'cv2') -> Optional[str]:
-    """None if ``path`` decodes as ``LoadImageFromFile`` decodes it, else why it does not.
+# PIL's own limit (Image.MAX_IMAGE_PIXELS) is a module global, lifted around one header read;
+# a thread decoding with PIL in that instant would go without it (data loader workers,
+# processes of one thread, have none)
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def image_size(path: str) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` from the header of ``path``, no pixel decoded; None if PIL does not
+    identify the file (the decoder then says what is wrong with it).
+
+    ``Image.open`` reads the header and leaves the pixels to ``load()``, which is never
+    called.  It would refuse, with its own ``DecompressionBombError``, a header over twice
+    ``Image.MAX_IMAGE_PIXELS`` (179 MP): that check is lifted for the call, so that
+    ``max_pixels``, not PIL, decides and names the limit.
+    """
+    with _PIL_LIMIT_LOCK:
+        pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as img:
+                return img.size
+        except Exception:  # each format plugin raises its own types
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = pil_limit
+
+
+def too_large_reason(path: str, max_pixels: int = MAX_PIXELS) -> Optional[str]:
+    """Why ``path`` has too many pixels to be decoded, from its header, else None.
+
+    Args:
+        path (str): The image file.
+        max_pixels (int): Largest width x height taken. Defaults to ``MAX_PIXELS`` (2**27).
+    """
+    size = image_size(path)
+    if size is None or size[0] * size[1] <= max_pixels:
+        return None
+    width, height = size
+    return (f'too large: {width} x {height} = {width * height / 1e6:.4g} MP exceeds the pixel '
+            f'limit of {max_pixels / 1e6:.4g} MP (max_pixels={max_pixels}; raise it if images '
+            'this large are meant to be trained on, or shrink the file)')
+
+
+def unreadable_reason(path: str, backend: str = 'cv2',
+                      max_pixels: int = MAX_PIXELS) -> Optional[str]:
+    """None if ``path`` decodes as ``LoadImageFromFile`` decodes it and its header says it
+    has at most ``max_pixels`` pixels, else why not.  A file over the limit is not decoded.
 
     Args:
         path (str): The image file.
         backend (str): ``LoadImageFromFile``'s ``imdecode_backend``. Defaults to 'cv2'.
+        max_pixels (int): Largest width x height taken. Defaults to ``MAX_PIXELS`` (2**27).
     """
     try:
         with open(path, 'rb') as f:
@@ -21,6 +73,9 @@ def unreadable_reason(path: str, backend: str = 'cv2') -> Optional[str]:
         return f'cannot be read ({err.strerror or err})'
     if not data:
         return 'empty file (0 bytes)'
+    too_large = too_large_reason(path, max_pixels)
+    if too_large is not None:
+        return too_large
     try:
         img = mmcv.imfrombytes(data, flag='color', backend=backend)
     except Exception as err:  # each decoder raises its own types

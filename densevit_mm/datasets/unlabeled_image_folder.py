@@ -10,7 +10,7 @@ from mmengine.logging import print_log
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
-from .image_check import IMAGE_EXTENSIONS, unreadable_reason
+from .image_check import IMAGE_EXTENSIONS, MAX_PIXELS, too_large_reason, unreadable_reason
 
 
 class UnreadableImageError(RuntimeError):
@@ -46,11 +46,13 @@ class UnlabeledImageFolder(CustomDataset):
     - with :class:`ResumableSampler`, each draw ``(index, draw_seed)`` seeds the
       augmentation, so an image's views do not depend on the worker process or on where
       a resumed run restarted;
-    - an image that cannot be read (empty, truncated, not an image) raises an error that
-      names it, or, with ``skip_unreadable=True``, is replaced by the next readable image
-      of the list and reported in the sample's metainfo ``skipped_unreadable`` (a list of
+    - an image that cannot be read (empty, truncated, not an image), or whose header says it
+      has more than ``max_pixels`` pixels, raises an error that names it, or, with
+      ``skip_unreadable=True``, is replaced by the next readable image of the list and
+      reported in the sample's metainfo ``skipped_unreadable`` (a list of
       ``(path, reason)``); :class:`UnreadableImageHook` logs, counts and limits these.
-      Every image is decoded at most once per worker process to find it bad.
+      Every image is decoded at most once per worker process to find it bad; one over the
+      limit is never decoded (its header is read before each draw).
 
     Args:
         data_root (str): Root folder. Defaults to ''.
@@ -64,6 +66,9 @@ class UnlabeledImageFolder(CustomDataset):
             Defaults to 'cv2'.
         max_substitutes (int): Unreadable images in a row after which a draw fails.
             Defaults to 64.
+        max_pixels (int): Largest width x height decoded; larger images are unreadable.
+            Defaults to ``MAX_PIXELS`` (2**27 = 134.2 MP, about twice the largest ImageNet
+            images).
         **kwargs: Other arguments of ``CustomDataset`` (``pipeline``, ``ann_file``, ...).
     """
 
@@ -76,9 +81,14 @@ class UnlabeledImageFolder(CustomDataset):
                  skip_unreadable: bool = False,
                  decode_backend: str = 'cv2',
                  max_substitutes: int = 64,
+                 max_pixels: int = MAX_PIXELS,
                  **kwargs) -> None:
         if max_substitutes < 0:
             raise ValueError(f'max_substitutes must be >= 0, got {max_substitutes}')
+        if max_pixels < 1:
+            raise ValueError(f'max_pixels must be >= 1, got {max_pixels} (the default, '
+                             f'{MAX_PIXELS}, takes every ImageNet, COCO and ADE20K image)')
+        self.max_pixels = max_pixels
         self.skip_unreadable = skip_unreadable
         self.decode_backend = decode_backend
         self.max_substitutes = max_substitutes
@@ -116,18 +126,23 @@ class UnlabeledImageFolder(CustomDataset):
             tried.append(path)
             if path in self._unreadable:
                 continue
-            try:
-                with _seeded(seed):
-                    data = self.prepare_data(i)
-            except Exception as err:
-                reason = unreadable_reason(path, self.decode_backend)
-                if reason is None:  # the file is fine: a pipeline error, not ours to hide
-                    raise
+            # from the header, before the pipeline decodes it (OpenCV takes up to 2**30)
+            reason, error = too_large_reason(path, self.max_pixels), None
+            if reason is None:
+                try:
+                    with _seeded(seed):
+                        data = self.prepare_data(i)
+                except Exception as err:
+                    reason = unreadable_reason(path, self.decode_backend, self.max_pixels)
+                    if reason is None:  # the file is fine: a pipeline error, not ours to hide
+                        raise
+                    error = err
+            if reason is not None:
                 if not self.skip_unreadable:
                     raise UnreadableImageError(
                         f'training image {path} {reason}. Remove it (tools/check_images.py '
                         'lists all such files) or set skip_unreadable=True on the dataset with '
-                        'UnreadableImageHook in custom_hooks') from err
+                        'UnreadableImageHook in custom_hooks') from error
                 self._unreadable[path] = reason
                 skipped.append((path, reason))
                 continue

@@ -1,8 +1,10 @@
 # Two views per image with the MoCo v2 / DenseCL augmentation, from any folder of images
 # (ImageNet-1k's train/ by default; class sub-folders are searched, labels unused).
-# An unreadable image is skipped (UnreadableImageHook, listed in ../../pretrain/densevit_s.py,
-# logs it and stops the run when more than 0.1% are); ResumableSampler makes a run resumed
-# mid-epoch see the same images and augmentations as an uninterrupted one.
+# An unreadable image, or one whose header says it has more than the data set's max_pixels
+# (default 2**27 = 134.2 MP, densevit_mm/datasets/image_check.py), is skipped
+# (UnreadableImageHook, listed in ../../pretrain/densevit_s.py, logs it and stops the run
+# when more than 0.1% are); ResumableSampler makes a run resumed mid-epoch see the same
+# images and augmentations as an uninterrupted one.
 data_root = 'data/imagenet/'
 data_preprocessor = dict(
     type='SelfSupDataPreprocessor',

@@ -14,8 +14,9 @@ class UnreadableImageHook(Hook):
     """Companion of ``UnlabeledImageFolder(skip_unreadable=True)``: one bad file must not
     kill a run of days, but many bad files mean the data is wrong.
 
-    Each unreadable image the data set replaced is logged once with its path and reason
-    (twice at most if two ranks meet it within one ``interval``).  Every ``interval``
+    Each unreadable image the data set replaced (one that cannot be decoded, or whose
+    header says it has more than the data set's ``max_pixels``) is logged once with its path
+    and reason (twice at most if two ranks meet it within one ``interval``).  Every ``interval``
     iterations and after every epoch the ranks' lists are merged; after every epoch the list
     is written to ``<work_dir>/unreadable_images.txt`` and summed up in the log.  When more
     than ``max_share`` of the data set is unreadable, every rank stops training, with the
