@@ -14,6 +14,10 @@ spread), the training curves, the correspondence pictures and diagnostics to
 <work-dir>/results.  Each stage runs tools/train.py in its own process; its log is in
 <work-dir>/logs.  ``--quick`` shrinks everything to a smoke test (its numbers mean nothing).
 
+Stopped (Ctrl-C, SIGTERM: the stages save a checkpoint and stop, exit 130 / 143), or failed,
+the same command continues: the stages done with the same arguments are reused (their
+records are in <work-dir>/stages), a stopped training run resumes from its checkpoint.
+
 Protocols (densevit_mm/benchmark/pipeline.py): ``linear`` (a linear probe on the frozen last
 layer) and ``fpnfrozen`` (Semantic FPN on the frozen backbone) by default; ``finetune``
 (Semantic FPN, whole backbone fine-tuned) and ``det`` (Mask R-CNN) separate random init from
@@ -56,7 +60,8 @@ def plan(args, size) -> dict:
     groups = dict(data=[] if _data_is_there(d, info) else [Stage(
         'generate built-in data', 'data', [
             sys.executable, osp.join(ROOT, 'tools/make_synthetic_data.py'), d,
-            *[f'--{k.replace("_", "-")}={v}' for k, v in info.items()]])])
+            *[f'--{k.replace("_", "-")}={v}' for k, v in info.items()]],
+        outputs=[osp.join(d, BUILTIN_MARKER)])])
     starts = {'random': None}
     groups['pretrain'] = []
     for method in args.methods:
@@ -71,18 +76,19 @@ def plan(args, size) -> dict:
         if args.quick:
             options += ['train_dataloader.batch_size=8']
         options += args.pretrain_options or []
-        groups['pretrain'].append(train_stage(f'pretrain {method}', 'pretrain', config,
-                                              work_dir, options))
         starts[method] = osp.join(work_dir, f'epoch_{size["epochs"]}.pth')
+        groups['pretrain'].append(train_stage(f'pretrain {method}', 'pretrain', config,
+                                              work_dir, options, outputs=[starts[method]]))
     images, iters = size['oracle']
     oracle_root = osp.join(d, 'oracle', 'ADEChallengeData2016')
+    starts['oracle'] = osp.join(w, 'oracle', f'iter_{iters}.pth')
     # not validated: only its backbone counts, through the transfer protocols
     groups['oracle'] = [] if 'oracle' not in args.starts else [train_stage(
         'supervised oracle', 'oracle', ORACLE_CONFIG, osp.join(w, 'oracle'), [
             'model.backbone.init_cfg=None', f'train_cfg.max_iters={iters}',
             f'default_hooks.checkpoint.interval={iters}', 'randomness.seed=0',
-            f'train_dataloader.dataset.data_root={oracle_root}'], validate=False)]
-    starts['oracle'] = osp.join(w, 'oracle', f'iter_{iters}.pth')
+            f'train_dataloader.dataset.data_root={oracle_root}'], validate=False,
+        outputs=[starts['oracle']])]
     groups['transfer'] = [
         transfer_stage(protocol, start, starts[start], seed, d, w, size['iters'])
         for protocol in args.protocols for start in args.starts
@@ -159,18 +165,25 @@ def main() -> None:
         size['epochs'] = args.epochs
         ESTIMATE['pretrain'] *= args.epochs / FULL['epochs']
     groups = plan(args, size)
-    runner = StageRunner(sum(map(len, groups.values())) + 1,
-                         osp.join(args.work_dir, 'logs'), jobs=args.jobs)
+    stages = [stage for group in groups.values() for stage in group]
+    results = osp.join(args.work_dir, 'results')
+    # its command: what it depends on besides the stages' outputs (--jobs does not count)
+    summary = Stage('results', 'report', ['report', *[
+        f'{k}={v}' for k, v in sorted(vars(args).items()) if k != 'jobs']],
+        inputs=[path for stage in stages for path in stage.outputs],
+        outputs=[osp.join(results, name) for name in ('results.md', 'diagnostics.json')])
+    runner = StageRunner(len(stages) + 1, osp.join(args.work_dir, 'logs'), jobs=args.jobs,
+                         record_dir=osp.join(args.work_dir, 'stages'))
+    to_run = {stage.name for stage in runner.to_run(stages + [summary])}
     parallel = dict(data=False, pretrain=True, oracle=False, transfer=True)
     names = list(groups)
-    for i, name in enumerate(names):
-        later = [(s.kind, parallel[g]) for g in names[i + 1:] for s in groups[g]]
-        runner.run(groups[name], parallel[name], later + [('report', False)])
-    runner.done += 1
-    log(f'stage {runner.done}/{runner.total}: results (elapsed '
-        f'{fmt(time.time() - runner.started)})')
-    report(args, size)
-    log(f'done in {fmt(time.time() - runner.started)}; results in {args.work_dir}/results')
+    with runner.handle_signals():
+        for i, name in enumerate(names):
+            later = [(s.kind, parallel[g]) for g in names[i + 1:] for s in groups[g]
+                     if s.name in to_run] + [('report', False)] * (summary.name in to_run)
+            runner.run(groups[name], parallel[name], later)
+        runner.run_here(summary, lambda: report(args, size))
+    log(f'done in {fmt(time.time() - runner.started)}; results in {results}')
 
 
 if __name__ == '__main__':
