@@ -32,8 +32,9 @@ from mmengine.dist import broadcast_object_list, init_dist, is_distributed, is_m
 from mmengine.runner import Runner
 
 from densevit_mm import compat
-from densevit_mm.checkpoint import (CheckpointFileError, ResumePlan, WorkDirBusyError,
-                                    WorkDirLock, check_config_checkpoints, plan_resume)
+from densevit_mm.checkpoint import (CheckpointFileError, DiskFullError, ResumePlan,
+                                    WorkDirBusyError, WorkDirLock, check_config_checkpoints,
+                                    plan_resume)
 from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted, check_photometric_option,
                                 check_train_dataloader)
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
@@ -146,6 +147,9 @@ def main() -> None:
     except TrainingPreempted as stop:
         runner.logger.warning(str(stop))
         sys.exit(PREEMPTED_EXIT_CODE)
+    except DiskFullError as err:
+        runner.logger.error(str(err))
+        raise SystemExit(f'tools/train.py: {err}') from None
     finally:
         # A gloo group left for the interpreter's exit to tear down sometimes aborts the
         # process ("terminate called without an active exception", exit -6) after a

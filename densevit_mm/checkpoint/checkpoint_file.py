@@ -4,9 +4,11 @@ A kill during ``torch.save`` leaves a truncated zip archive; a mistyped path han
 or an image to ``torch.load``, whose message then talks about safe unpickling.  Everything
 in this project that writes or reads a checkpoint goes through this module.
 """
+import errno
 import os
 import os.path as osp
 import re
+import shutil
 import zipfile
 from typing import Callable, Dict, List, Mapping, Optional
 
@@ -17,6 +19,34 @@ from .work_dir import temporary_path
 
 class CheckpointFileError(RuntimeError):
     """A file that should be a checkpoint cannot be read as one."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full file system, a full quota
+
+
+class DiskFullError(RuntimeError):
+    """A file could not be written for want of space; no part of it was left behind."""
+
+
+def _size(n: float) -> str:
+    for unit in ('bytes', 'KB', 'MB', 'GB'):
+        if n < 1024 or unit == 'GB':
+            return f'{n:.0f} {unit}' if unit == 'bytes' else f'{n:.1f} {unit}'
+        n /= 1024
+    raise AssertionError
+
+
+def disk_full_error(path: str, err: OSError, needed: int, last_good: Optional[str]
+                    ) -> DiskFullError:
+    """The error for ``path`` not written for want of space (its partial file removed):
+    names the file, the space needed against the space free, and the last good checkpoint."""
+    free = shutil.disk_usage(osp.dirname(osp.abspath(path))).free
+    return DiskFullError(
+        f'no space left to save {path} ({err.strerror}): the partial file is '
+        f'removed; a checkpoint needs about {_size(needed)}, {_size(free)} are free there. '
+        f'The last good checkpoint is {last_good or "(none written yet)"}: free at least '
+        f'{_size(max(needed - free, 0))} (or point --work-dir elsewhere) and continue with '
+        '--resume.')
 
 
 def _fsync_folder(path: str) -> None:

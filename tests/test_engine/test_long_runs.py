@@ -2,6 +2,7 @@
 a non-finite key, a diverging model, a kill during a save, SIGTERM, bad images, a batch
 larger than the data set."""
 import itertools
+import re
 import os
 import os.path as osp
 
@@ -267,3 +268,50 @@ def test_a_batch_larger_than_the_data_set_is_refused_with_both_numbers(tmp_path,
                                          r'images per step, but the training set .* has only '
                                          r'32 images'):
         check_train_dataloader(runner)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB file system: room for one checkpoint of the debug model (11.6 MB), not two."""
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small tmpfs needs root')
+    mount = tmp_path / 'disk'
+    mount.mkdir()
+    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        pytest.skip(f'cannot mount a tmpfs here: {result.stderr.strip()}')
+    yield mount
+    subprocess.run(['umount', '-l', str(mount)])
+
+
+def test_a_full_disk_is_a_clean_stop_naming_the_file_the_space_and_the_last_checkpoint(
+        small_disk, synthetic_root, repo_root):
+    import subprocess
+    import sys
+    work = small_disk / 'work'
+    command = [sys.executable, 'tools/train.py', DEBUG_CONFIG, '--work-dir', str(work),
+               '--resume', '--cfg-options', f'train_dataloader.dataset.data_root={synthetic_root}/',
+               'train_dataloader.batch_size=4', 'train_cfg.max_iters=6',
+               'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=1']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    full = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert full.returncode == 1, full.stderr[-3000:]
+    assert 'Traceback' not in full.stderr
+    size = osp.getsize(work / 'iter_2.pth') / 2**20
+    assert re.fullmatch(
+        rf'tools/train.py: no space left to save {work}/iter_4.pth \(No space left on device\): '
+        rf'the partial file is removed; a checkpoint needs about {size:.1f} MB, \d+\.\d [KM]B '
+        rf'are free there. The last good checkpoint is {work}/iter_2.pth: free at least '
+        r'\d+\.\d MB \(or point --work-dir elsewhere\) and continue with --resume.',
+        full.stderr.strip().splitlines()[-1])
+    assert sorted(f for f in os.listdir(work) if 'pth' in f) == ['iter_2.pth']
+    assert not [f for f in os.listdir(work) if f.endswith('.partial')]
+    assert open(work / 'last_checkpoint').read() == str(work / 'iter_2.pth')
+
+    subprocess.run(['mount', '-o', 'remount,size=64m', str(small_disk)], check=True)
+    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f'--resume: resuming from {work}/iter_2.pth' in resumed.stdout
+    assert sorted(f for f in os.listdir(work) if 'pth' in f) == ['iter_6.pth']

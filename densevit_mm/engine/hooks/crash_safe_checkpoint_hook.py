@@ -13,8 +13,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop
 from mmpretrain.registry import HOOKS
 
-from densevit_mm.checkpoint.checkpoint_file import (atomic_move, atomic_write_text,
-                                                   describe_non_finite)
+from densevit_mm.checkpoint.checkpoint_file import (NO_SPACE, atomic_move, atomic_write_text,
+                                                   describe_non_finite, disk_full_error)
 from densevit_mm.checkpoint.work_dir import remove_stale_temporaries, temporary_path
 from densevit_mm.datasets.samplers import ResumableSampler
 
@@ -177,12 +177,17 @@ class CrashSafeCheckpointHook(CheckpointHook):
         previous = self.last_ckpt
         # the checkpoint stores the message hub, which must already name it
         runner.message_hub.update_info('last_ckpt', path)
-        partial = osp.basename(temporary_path(path))
+        partial = temporary_path(path)
         try:
-            runner.save_checkpoint(self.out_dir, partial, self.file_client_args, meta=meta,
-                                   backend_args=self.backend_args, **save_args)
-        except BaseException:
+            runner.save_checkpoint(self.out_dir, osp.basename(partial), self.file_client_args,
+                                   meta=meta, backend_args=self.backend_args, **save_args)
+        except BaseException as err:
             runner.message_hub.update_info('last_ckpt', previous)
+            if isinstance(err, OSError) and err.errno in NO_SPACE:
+                if osp.exists(partial):
+                    os.remove(partial)
+                raise disk_full_error(path, err, self._checkpoint_bytes(runner, previous),
+                                      previous) from err
             raise
         if is_main_process():
             atomic_move(osp.join(self.out_dir, partial), path)
@@ -190,6 +195,23 @@ class CrashSafeCheckpointHook(CheckpointHook):
         self.last_ckpt = path
         self._saved_after = meta['iter']
         return path
+
+    @staticmethod
+    def _checkpoint_bytes(runner, previous) -> int:
+        """About the size of a checkpoint: the last one's, or its tensors'."""
+        if previous and osp.isfile(previous):
+            return osp.getsize(previous)
+        states = [runner.model.state_dict(), runner.optim_wrapper.state_dict()]
+        tensors = []
+        while states:
+            item = states.pop()
+            if isinstance(item, torch.Tensor):
+                tensors.append(item)
+            elif isinstance(item, dict):
+                states.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                states.extend(item)
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         retired = []
