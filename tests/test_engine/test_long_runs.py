@@ -315,3 +315,19 @@ def test_a_full_disk_is_a_clean_stop_naming_the_file_the_space_and_the_last_chec
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'--resume: resuming from {work}/iter_2.pth' in resumed.stdout
     assert sorted(f for f in os.listdir(work) if 'pth' in f) == ['iter_6.pth']
+
+
+@pytest.mark.parametrize('epochs', [None, 2])
+def test_sigterm_in_the_last_iteration_finishes_the_run(tmp_path, synthetic_root, epochs):
+    """Resumed at its end, a run would skip its final validation (no metric in the table)."""
+    work = tmp_path / 'work'
+    last = 8 * epochs - 1 if epochs else 5  # 32 images in batches of 4
+    runner = make_runner(work, synthetic_root, [dict(type='FaultHook', fault='sigterm',
+                                                     iters=[last])],
+                         iters=6, epochs=epochs, interval=100, batch_size=4)
+    runner.train()  # no TrainingPreempted
+    assert runner.iter == last + 1
+    assert sorted(record(work)['losses']) == list(range(last + 1))
+    assert 'SIGTERM in the last iteration: finishing the run' in log_text(work)
+    assert not osp.exists(work / 'preempted')
+    assert not [f for f in os.listdir(work) if f.startswith('preempted_iter_')]

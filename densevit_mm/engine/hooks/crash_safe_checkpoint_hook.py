@@ -50,7 +50,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
       and stops with :class:`TrainingPreempted` (``tools/train.py`` exits with status 143;
       a launcher may end the other ranks by signal once one has exited, the files being in
       place by then).  The next regular checkpoint deletes both files.
-      A second SIGTERM ends the process at once, as without the hook.  A SIGTERM that a
+      In the last iteration the run finishes instead (a run resumed at its end would skip
+      its final validation).  A second SIGTERM ends the process at once, as without the hook.  A SIGTERM that a
       previous handler with a true ``received`` attribute (``tools/train.py``'s, installed
       at its start) caught before training counts as one caught here.  With
       ``GuardedOptimWrapper`` the ranks agree on the stop in the collective of the step's
@@ -253,6 +254,12 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if getattr(runner.optim_wrapper, 'step_applied', True) is None:
             return  # inside a gradient accumulation cycle: stop after its update
         loop = runner.train_loop
+        if runner.iter + 1 >= loop.max_iters:
+            # a run resumed at its end would skip its final validation: finish instead
+            runner.logger.warning('SIGTERM in the last iteration: finishing the run (its last '
+                                  'checkpoint and validation) instead of stopping')
+            self.save_on_sigterm = False
+            return
         if (isinstance(loop, EpochBasedTrainLoop)
                 and runner.iter + 1 == (runner.epoch + 1) * _iters_per_epoch(loop)):
             self._stop_at_epoch_end = True  # let the epoch's schedulers and hooks run first
