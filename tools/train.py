@@ -28,13 +28,16 @@ signal.signal(signal.SIGTERM, EARLY_SIGTERM)
 
 import torch.distributed
 from mmengine.config import Config
-from mmengine.dist import broadcast_object_list, init_dist, is_distributed, is_main_process
+from mmengine.dist import (broadcast_object_list, get_world_size, init_dist, is_distributed,
+                           is_main_process)
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from densevit_mm import compat
-from densevit_mm.checkpoint import (CheckpointFileError, DiskFullError, ResumePlan,
-                                    WorkDirBusyError, WorkDirLock, check_config_checkpoints,
-                                    plan_resume)
+from densevit_mm.checkpoint import (ACCEPTABLE, CheckpointFileError, DiskFullError,
+                                    ResumeMismatchError, ResumePlan, WorkDirBusyError,
+                                    WorkDirLock, check_config_checkpoints, check_resume,
+                                    load_checkpoint_file, plan_resume, run_record)
 from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted, check_photometric_option,
                                 check_train_dataloader)
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
@@ -52,6 +55,11 @@ def parse_args() -> argparse.Namespace:
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint; alone, from the newest readable checkpoint in '
         'the work dir, or from scratch if it has none (safe for requeued jobs)')
+    parser.add_argument(
+        '--accept-changes', nargs='+', choices=ACCEPTABLE, default=[],
+        help='with --resume: continue although the global batch (processes x batch size) or '
+        'the training set differs from the checkpoint\'s run (refused otherwise; another '
+        'number of processes with the same global batch is always taken)')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: bfloat16 autocast where the device has it')
     parser.add_argument('--amp-dtype', choices=['bfloat16', 'float16'], default='bfloat16',
@@ -120,6 +128,25 @@ def hold_work_dir(cfg: Config) -> Optional[WorkDirLock]:
     return lock
 
 
+def check_resumed_run(runner: Runner, checkpoint: str, accept) -> None:
+    """Refuse, before anything is loaded, a resume whose model, global batch or data set
+    differ from the checkpoint's run (``densevit_mm/checkpoint/resume_check.py``)."""
+    outcome = [None]
+    if is_main_process():
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        record = run_record(runner.train_loop.dataloader, get_world_size())
+        try:
+            outcome = [check_resume(checkpoint, load_checkpoint_file(checkpoint, mmap=True),
+                                    model.state_dict(), runner.cfg, record, accept)]
+        except ResumeMismatchError as err:
+            outcome = [str(err)]
+    broadcast_object_list(outcome)
+    if isinstance(outcome[0], str):
+        raise SystemExit(f'tools/train.py: {outcome[0]}')
+    for level, message in outcome[0] or []:
+        runner.logger.log(level, message)
+
+
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
@@ -140,6 +167,8 @@ def main() -> None:
     for level, message in plan.notes:
         runner.logger.log(level, message)
     check_train_dataloader(runner)
+    if plan.checkpoint is not None:
+        check_resumed_run(runner, plan.checkpoint, args.accept_changes)
     check_photometric_option(runner)
     compat.revert_sync_batchnorm_without_cuda(runner)
     try:

@@ -15,6 +15,7 @@ from mmpretrain.registry import HOOKS
 
 from densevit_mm.checkpoint.checkpoint_file import (NO_SPACE, atomic_move, atomic_write_text,
                                                    describe_non_finite, disk_full_error)
+from densevit_mm.checkpoint.resume_check import run_record
 from densevit_mm.checkpoint.work_dir import remove_stale_temporaries, temporary_path
 from densevit_mm.datasets.samplers import ResumableSampler
 
@@ -78,6 +79,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
         self._previous_handler = None
         self._saved_after = None  # iterations done when this hook last wrote a checkpoint
         self._optim_wrapper = None  # a GuardedOptimWrapper, which agrees on the stop
+        self._run_record = None
 
     # ----- start and end of training -------------------------------------------------------
 
@@ -105,6 +107,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
                                       'iteration, with a checkpoint')
                 self._on_sigterm(signal.SIGTERM, None)
         self._continue_mid_epoch(runner)
+        self._run_record = run_record(runner.train_loop.dataloader, get_world_size())
 
     def _on_sigterm(self, signum, frame) -> None:
         if self._sigterm:  # asked twice: end now, as the previous handler would
@@ -174,6 +177,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if (isinstance(loop, EpochBasedTrainLoop)
                 and meta['iter'] == (meta['epoch'] + 1) * _iters_per_epoch(loop)):
             meta = dict(meta, epoch=meta['epoch'] + 1)  # an epoch's end: resume at the next one
+        meta = dict(meta, run=self._run_record)  # what resuming depends on (resume_check)
         path = self.file_backend.join_path(self.out_dir, filename)
         previous = self.last_ckpt
         # the checkpoint stores the message hub, which must already name it
