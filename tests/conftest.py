@@ -8,6 +8,21 @@ import densevit_mm  # noqa: F401  (registers the models, applies compat)
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def load_tool(name: str):
+    """The script ``tools/<name>.py`` as a module (tools/ is no package, as in OpenMMLab's
+    repositories), loaded once per name; its ``main`` runs only when called."""
+    import importlib.util
+    import sys
+    key = f'densevit_tools.{name}'
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, osp.join(REPO_ROOT, 'tools',
+                                                                    f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module  # dataclasses and pickling look a module up by name
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: minutes on 2 cores; run with --runslow')
     config.addinivalue_line('markers', 'gpu: needs CUDA')

@@ -12,6 +12,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from densevit_mm.engine import check_photometric_option
+from tests.conftest import load_tool
 
 DEBUG_CONFIG = 'configs/pretrain/densevit_debug.py'
 
@@ -288,12 +289,7 @@ def test_kill_9_mid_run_and_a_torn_newest_checkpoint_cost_only_the_work_since_th
 
 
 def load_train_tool(repo_root):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('train_tool', osp.join(repo_root,
-                                                                         'tools/train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('train')
 
 
 @pytest.mark.parametrize('config,amp_dtype,expected', [
