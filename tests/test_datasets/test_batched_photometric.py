@@ -1,8 +1,6 @@
 """The batched photometric ops against mmpretrain's / mmcv's per-image ones, the parameter
 draws of DeferredPhotometric, and the whole two-view pipeline with either option."""
-import os.path as osp
 import random
-import sys
 
 import mmcv
 import numpy as np
@@ -16,7 +14,7 @@ from PIL import Image, ImageFilter
 from densevit_mm.compat import adjust_hue
 from densevit_mm.datasets.transforms import DeferredPhotometric
 from densevit_mm.datasets.transforms import batched_photometric as bp
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_tool
 
 CPU_CONFIG = 'configs/pretrain/densevit_s.py'
 DEVICE_CONFIG = 'configs/pretrain/densevit_s_device-photometric.py'
@@ -205,9 +203,7 @@ def test_deferred_photometric_must_follow_the_crop_with_only_flips_after_it(view
 
 
 def generated_jpegs(tmp_path, count):
-    sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
-    from benchmark_data import write_jpegs
-    return write_jpegs(str(tmp_path), count)
+    return load_tool('benchmark_data').write_jpegs(str(tmp_path), count)
 
 
 def two_view_batch(config, paths, seed):
