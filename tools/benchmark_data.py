@@ -120,6 +120,42 @@ def cpu_ms_per_image(fns: dict, paths: list, rounds: int) -> dict:
     return {name: statistics.median(v) for name, v in per_round.items()}
 
 
+
+def step_rate(given: float = None) -> tuple:
+    """Images/s one GPU trains at and where the number comes from: ``given``, or else
+    ``GPU_SHARE`` of the compute limit spent on DenseViT-S's FLOPs per 224 px image."""
+    if given:
+        return given, 'given'
+    flops = vit_s_train_flops(224) + dense_branch_flops(224)
+    return (GPU_SHARE * PEAK_TFLOPS * 1e12 / flops,
+            f'{GPU_SHARE:.0%} of {PEAK_TFLOPS:.0f} TFLOP/s at {flops / 1e9:.1f} GFLOP per '
+            'DenseViT-S image')
+
+
+def variant_rows(ms: dict, rate: float) -> tuple:
+    """Per variant, from its CPU ms per image: images/s per core, the worker cores one GPU
+    training at ``rate`` images/s needs, and the time relative to the per-image pipeline;
+    and whether the worker part meets its target (at most a third of the per-image time)."""
+    rows = {name: dict(cpu_ms_per_image=value, images_per_s_per_core=1e3 / value,
+                       cores_per_gpu=rate * value / 1e3, vs_per_image=value / ms[PER_IMAGE])
+            for name, value in ms.items()}
+    return rows, ms[WORKER_PART] / ms[PER_IMAGE] <= 1 / 3
+
+
+def report_lines(rows: dict) -> list:
+    """The Markdown table of :func:`variant_rows` and the line on the worker share."""
+    lines = ['| variant | CPU ms / image | images/s per core | cores per GPU | vs per-image |',
+             '|---|---|---|---|---|']
+    for name, row in rows.items():
+        lines.append(f'| {name} | {row["cpu_ms_per_image"]:.2f} | '
+                     f'{row["images_per_s_per_core"]:.0f} | {row["cores_per_gpu"]:.0f} | '
+                     f'{row["vs_per_image"]:.2f} |')
+    share = rows[WORKER_PART]['vs_per_image']
+    lines.append(f'worker CPU time with the device option: {share:.2f} of the per-image '
+                 f'pipeline\'s (target <= 1/3: {"met" if share <= 1 / 3 else "not met"})')
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default='configs/pretrain/densevit_s.py')
@@ -152,31 +188,18 @@ def main() -> None:
         ms = cpu_ms_per_image(fns, paths, args.rounds)
         device_ms = device_part_ms_per_image(device_cfg, fns[WORKER_PART], paths, args.device,
                                              args.rounds)
-    flops = vit_s_train_flops(224) + dense_branch_flops(224)
-    rate = args.step_images_per_s or GPU_SHARE * PEAK_TFLOPS * 1e12 / flops
-    rate_source = ('given' if args.step_images_per_s else
-                   f'{GPU_SHARE:.0%} of {PEAK_TFLOPS:.0f} TFLOP/s at '
-                   f'{flops / 1e9:.1f} GFLOP per DenseViT-S image')
+    rate, rate_source = step_rate(args.step_images_per_s)
+    variants, met = variant_rows(ms, rate)
     report = dict(config=args.config, device_config=args.device_config,
                   images=args.images or f'{len(paths)} generated 500x375',
-                  step_images_per_s=rate, rate_source=rate_source, variants={},
+                  step_images_per_s=rate, rate_source=rate_source, variants=variants,
+                  worker_share_target_met=met,
                   device_part=dict(device=args.device, ms_per_image=device_ms))
     print(f'data pipelines of {args.config} and {args.device_config}, {len(paths)} '
           f'{"images" if args.images else "generated 500x375 JPEGs"}, one core, '
           f'median of {args.rounds} interleaved rounds')
     print(f'GPU step rate: {rate:.0f} images/s ({rate_source})')
-    print('| variant | CPU ms / image | images/s per core | cores per GPU | vs per-image |')
-    print('|---|---|---|---|---|')
-    for name, value in ms.items():
-        row = dict(cpu_ms_per_image=value, images_per_s_per_core=1e3 / value,
-                   cores_per_gpu=rate * value / 1e3, vs_per_image=value / ms[PER_IMAGE])
-        report['variants'][name] = row
-        print(f'| {name} | {value:.2f} | {row["images_per_s_per_core"]:.0f} | '
-              f'{row["cores_per_gpu"]:.0f} | {row["vs_per_image"]:.2f} |')
-    share = ms[WORKER_PART] / ms[PER_IMAGE]
-    report['worker_share_target_met'] = share <= 1 / 3
-    print(f'worker CPU time with the device option: {share:.2f} of the per-image pipeline\'s '
-          f'(target <= 1/3: {"met" if share <= 1 / 3 else "not met"})')
+    print('\n'.join(report_lines(variants)))
     where = f'{args.device}' + (', one thread' if args.device == 'cpu' else '')
     print(f'device part (PhotometricDataPreprocessor, batches of 32, both views) on {where}: '
           f'{device_ms:.2f} ms per image')
