@@ -15,8 +15,62 @@ def test_configs_found():
     assert len(CONFIGS) >= 5
 
 
+def vit_params(width: int, depth: int, img_size: int, cls_token: bool = True) -> int:
+    """Parameters of a ViT with 16 px patches, MLP ratio 4 and a final LayerNorm, no head:
+    timm's ``vit_small_patch16_224(num_classes=0)`` has 21,665,664, ViT-Ti 5,524,416,
+    ViT-B 85,798,656 (the published 22.05M / 5.72M / 86.57M less the 1000-class head)."""
+    D, tokens = width, (img_size // 16) ** 2 + cls_token
+    block = 2 * D + (3 * D * D + 3 * D) + (D * D + D) + 2 * D + (4 * D * D + 4 * D) + (4 * D * D
+                                                                                      + D)
+    return (3 * 16 * 16 * D + D) + cls_token * D + tokens * D + depth * block + 2 * D
+
+
+def mlp_params(in_dims: int, hidden: int, out_dims: int = 128) -> int:
+    return in_dims * hidden + hidden + hidden * out_dims + out_dims
+
+
+# width, depth, input size, CLS token, projection MLPs of a pretraining model (number, hidden)
+ARCHS = {
+    'configs/builtin/densevit-mini_pretrain_builtin.py': (192, 4, 96, True, (2, 512)),
+    'configs/builtin/fpn-frozen_densevit-mini_builtin-seg.py': (192, 4, 128, True, None),
+    'configs/builtin/fpn_densevit-mini_builtin-seg.py': (192, 4, 128, True, None),
+    'configs/builtin/globalonly-mini_pretrain_builtin.py': (192, 4, 96, True, (1, 512)),
+    'configs/builtin/linear_densevit-mini_builtin-seg.py': (192, 4, 128, True, None),
+    'configs/builtin/mask-rcnn_densevit-mini_builtin-det.py': (192, 4, 128, False, None),
+    'configs/classification/linear_probe_densevit_s.py': (384, 12, 224, True, None),
+    'configs/detection/mask-rcnn_densevit-b_simplefpn_16xb4-lsj-100e_coco.py':
+        (768, 12, 1024, False, None),
+    'configs/detection/mask-rcnn_densevit-b_simplefpn_8xb2-1x_coco.py':
+        (768, 12, 1024, False, None),
+    'configs/detection/mask-rcnn_densevit-s_simplefpn_16xb4-lsj-100e_coco.py':
+        (384, 12, 1024, False, None),
+    'configs/detection/mask-rcnn_densevit-s_simplefpn_8xb2-1x_coco.py':
+        (384, 12, 1024, False, None),
+    'configs/pretrain/densevit_b.py': (768, 12, 224, True, (2, 2048)),
+    'configs/pretrain/densevit_debug.py': (192, 1, 96, True, (2, 256)),
+    'configs/pretrain/densevit_s.py': (384, 12, 224, True, (2, 2048)),
+    'configs/pretrain/densevit_s_device-photometric.py': (384, 12, 224, True, (2, 2048)),
+    'configs/pretrain/densevit_ti.py': (192, 12, 224, True, (2, 2048)),
+    'configs/segmentation/fpn_densevit-s_4xb4-40k_ade20k-512x512.py': (384, 12, 512, True, None),
+    'configs/segmentation/upernet_densevit-b_8xb2-160k_ade20k-512x512.py':
+        (768, 12, 512, True, None),
+    'configs/segmentation/upernet_densevit-s_8xb2-160k_ade20k-512x512.py':
+        (384, 12, 512, True, None),
+}
+
+
+def test_the_parameter_formula_gives_the_published_vit_sizes():
+    assert vit_params(384, 12, 224) == 21_665_664
+    assert vit_params(192, 12, 224) == 5_524_416
+    assert vit_params(768, 12, 224) == 85_798_656
+
+
+def test_every_config_has_its_expected_architecture():
+    assert sorted(ARCHS) == CONFIGS
+
+
 @pytest.mark.parametrize('path', CONFIGS)
-def test_config_builds(path):
+def test_config_builds_the_expected_architecture(path):
     cfg = Config.fromfile(path)
     assert 'densevit_mm' in cfg.custom_imports['imports']
     import_modules_from_strings(cfg.custom_imports['imports'])
@@ -24,7 +78,17 @@ def test_config_builds(path):
     model = MODELS.build(cfg.model)
     for hook in cfg.get('custom_hooks', []):
         HOOKS.build(hook)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    width, depth, img_size, cls_token, mlps = ARCHS[path]
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    assert backbone == vit_params(width, depth, img_size, cls_token)
+    grid = (img_size // 16) ** 2
+    assert model.backbone.pos_embed.shape == (1, grid + cls_token, width)
+    if mlps is not None:  # online backbone and neck, and their EMA copy; queues are buffers
+        count, hidden = mlps
+        total = sum(p.numel() for p in model.parameters())
+        assert total == 2 * (backbone + count * mlp_params(width, hidden))
+    if path == 'configs/classification/linear_probe_densevit_s.py':  # ViT-S/16: 22.05M
+        assert sum(p.numel() for p in model.parameters()) == 22_050_664
 
 
 @pytest.mark.parametrize('size,width', [('ti', 192), ('s', 384), ('b', 768)])
