@@ -44,7 +44,7 @@ def _route(name, args):
     """A callable returning ``(out (M, D), lse (M,))`` for ``name``, and its inputs."""
     from torch.nn.attention.flex_attention import AuxRequest, flex_attention
 
-    from densevit_mm.models.losses.fused_attention import attention_with_lse, fused_kernel
+    from densevit_mm.models.losses.lse_routes import attention_with_lse, fused_kernel
     q, keys = _inputs(args)
     if name == 'private operator':
         kernel = fused_kernel(args.device, q.dtype, q.shape[1])

@@ -1,16 +1,28 @@
-"""The fused and chunked InfoNCE paths against the naive reference ``info_nce``."""
+"""The routes of the InfoNCE (fused, chunked, naive) against a reference written from the
+formula with autograd."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from densevit_mm.models.losses import (DenseContrastiveLoss, GlobalContrastiveLoss,
-                                       chunked_info_nce, fused_info_nce, fused_kernel_for,
-                                       info_nce)
-from densevit_mm.models.losses.fused_attention import attention_with_lse, fused_kernel
+                                       fused_kernel_for, info_nce)
+from densevit_mm.models.losses import lse_routes
+from densevit_mm.models.losses.lse_routes import attention_with_lse, fused_kernel
 
-PATHS = {'fused': lambda q, k, n, t: fused_info_nce(q, k, n, t),
-         'chunked 333': lambda q, k, n, t: chunked_info_nce(q, k, n, t, 333),
-         'chunked 1': lambda q, k, n, t: chunked_info_nce(q, k, n, t, 1)}
+PATHS = {'fused': lambda q, k, n, t: info_nce(q, k, n, t, 'fused'),
+         'chunked 333': lambda q, k, n, t: info_nce(q, k, n, t, 'chunked', 333),
+         'chunked 1': lambda q, k, n, t: info_nce(q, k, n, t, 'chunked', 1),
+         'naive': lambda q, k, n, t: info_nce(q, k, n, t, 'naive')}
+
+
+def reference(q, k, negatives, temperature):
+    """All ``(M, 1 + K)`` logits and ``cross_entropy``; autograd gives the gradient."""
+    l_pos = (q * k).sum(dim=1, keepdim=True)  # (M, 1)
+    l_neg = q @ negatives.detach().t()  # (M, K)
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (M, 1 + K)
+    # The positive sits in column 0 of every row.
+    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, labels)
 
 
 def unit(*shape, seed, dtype=torch.float32):
@@ -20,7 +32,7 @@ def unit(*shape, seed, dtype=torch.float32):
 
 @pytest.mark.parametrize('threads', [1, 2, 3])
 def test_the_private_kernels_are_there_and_return_the_log_sum_exp(threads):
-    # Fails loudly if a torch upgrade removes or changes the operator behind fused_info_nce,
+    # Fails loudly if a torch upgrade removes or changes the operator behind the fused route,
     # instead of the losses silently falling back to the slower chunked path.  The rows are
     # split into one head per thread, padded when they do not divide (70 rows, 3 threads).
     assert fused_kernel('cpu', torch.float32) is not None
@@ -64,27 +76,28 @@ def test_cuda_kernel_choice_follows_dtype_and_feature_size(monkeypatch):
 @pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('M,K,D', [(1, 1, 4), (37, 100, 8), (64, 1000, 16), (200, 4097, 32),
                                    (513, 2049, 128), (50, 10, 8)])
-def test_loss_and_gradients_equal_the_naive_path(path, M, K, D):
+def test_loss_and_gradients_equal_the_reference(path, M, K, D):
     q, k, n = unit(M, D, seed=0), unit(M, D, seed=1), unit(K, D, seed=2)
     q1, k1 = q.clone().requires_grad_(), k.clone().requires_grad_()
     q2, k2 = q.clone().requires_grad_(), k.clone().requires_grad_()
-    naive = info_nce(q1, k1, n, 0.2)
-    lean = PATHS[path](q2, k2, n, 0.2)
+    naive = reference(q1, k1, n, 0.2)
+    routed = PATHS[path](q2, k2, n, 0.2)
     naive.backward()
-    lean.backward()
-    assert abs(float(naive) - float(lean)) < 1e-5
+    routed.backward()
+    assert abs(float(naive) - float(routed)) < 1e-5
     torch.testing.assert_close(q2.grad, q1.grad, atol=1e-5, rtol=0)
     torch.testing.assert_close(k2.grad, k1.grad, atol=1e-5, rtol=0)
 
 
-def test_chunked_is_exact_in_float64_and_stable_at_extreme_logits():
+@pytest.mark.parametrize('implementation', ['chunked', 'naive'])
+def test_exact_in_float64_and_stable_at_extreme_logits(implementation):
     q, n = unit(30, 8, seed=3, dtype=torch.float64), unit(77, 8, seed=4, dtype=torch.float64)
     n[5] = q[0]  # a negative identical to a query: logit 1 / 0.01 = 100
     q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
-    naive, lean = info_nce(q1, q, n, 0.01), chunked_info_nce(q2, q, n, 0.01, 10)
+    naive, routed = reference(q1, q, n, 0.01), info_nce(q2, q, n, 0.01, implementation, 10)
     naive.backward()
-    lean.backward()
-    assert torch.isfinite(lean) and abs(float(naive) - float(lean)) < 1e-12
+    routed.backward()
+    assert torch.isfinite(routed) and abs(float(naive) - float(routed)) < 1e-12
     torch.testing.assert_close(q2.grad, q1.grad, atol=1e-12, rtol=0)
 
 
@@ -92,7 +105,7 @@ def test_fused_is_stable_at_extreme_logits():
     q, n = unit(30, 8, seed=3), unit(77, 8, seed=4)
     n[5] = q[0]
     q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
-    naive, fused = info_nce(q1, q, n, 0.01), fused_info_nce(q2, q, n, 0.01)
+    naive, fused = reference(q1, q, n, 0.01), info_nce(q2, q, n, 0.01, 'fused')
     naive.backward()
     fused.backward()
     assert torch.isfinite(fused) and float(fused) == pytest.approx(float(naive), rel=1e-5)
@@ -102,16 +115,16 @@ def test_fused_is_stable_at_extreme_logits():
 @pytest.mark.parametrize('path', PATHS)
 def test_bf16_autocast_stays_close_and_finite(path):
     q, k, n = unit(128, 32, seed=5), unit(128, 32, seed=6), unit(3000, 32, seed=7)
-    reference = float(info_nce(q, k, n, 0.2))
+    expected = float(reference(q, k, n, 0.2))
     qb = q.clone().requires_grad_()
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        lean = PATHS[path](qb, k, n, 0.2)
-    lean.backward()
-    assert lean.dtype == torch.float32 and qb.grad.dtype == torch.float32
+        routed = PATHS[path](qb, k, n, 0.2)
+    routed.backward()
+    assert routed.dtype == torch.float32 and qb.grad.dtype == torch.float32
     assert torch.isfinite(qb.grad).all()
-    assert float(lean) == pytest.approx(reference, rel=2e-2)  # bf16 has 8 mantissa bits
+    assert float(routed) == pytest.approx(expected, rel=2e-2)  # bf16 has 8 mantissa bits
     q32 = q.clone().requires_grad_()
-    info_nce(q32, k, n, 0.2).backward()
+    reference(q32, k, n, 0.2).backward()
     cosine = F.cosine_similarity(qb.grad.flatten(), q32.grad.flatten(), dim=0)
     assert cosine > 0.99
 
@@ -120,17 +133,17 @@ def test_fused_runs_bf16_inputs_in_bf16():
     q, k, n = unit(64, 16, seed=5), unit(64, 16, seed=6), unit(500, 16, seed=7)
     assert fused_kernel_for(q.bfloat16()) is not None
     qb = q.bfloat16().requires_grad_()
-    loss = fused_info_nce(qb, k.bfloat16(), n.bfloat16(), 0.2)
+    loss = info_nce(qb, k.bfloat16(), n.bfloat16(), 0.2, 'fused')
     loss.backward()
     assert qb.grad.dtype == torch.bfloat16 and torch.isfinite(qb.grad.float()).all()
-    assert float(loss) == pytest.approx(float(info_nce(q, k, n, 0.2)), rel=2e-2)
+    assert float(loss) == pytest.approx(float(reference(q, k, n, 0.2)), rel=2e-2)
 
 
 def test_fused_refuses_a_dtype_without_kernel():
     q = unit(4, 8, seed=0, dtype=torch.float64)
     assert fused_kernel_for(q) is None
     with pytest.raises(RuntimeError, match='no fused attention kernel serves cpu / torch.float64'):
-        fused_info_nce(q, q, unit(5, 8, seed=1, dtype=torch.float64), 0.2)
+        info_nce(q, q, unit(5, 8, seed=1, dtype=torch.float64), 0.2, 'fused')
 
 
 @pytest.mark.parametrize('path', PATHS)
@@ -144,21 +157,21 @@ def test_no_gradient_reaches_the_negatives(path):
 @pytest.mark.parametrize('cls', [DenseContrastiveLoss, GlobalContrastiveLoss])
 @pytest.mark.parametrize('implementation', ['auto', 'fused', 'chunked'])
 def test_losses_give_the_same_result_with_every_implementation(cls, implementation):
-    lean = cls(queue_len=50, feat_dim=8, implementation=implementation, chunk_size=16)
+    routed = cls(queue_len=50, feat_dim=8, implementation=implementation, chunk_size=16)
     naive = cls(queue_len=50, feat_dim=8, implementation='naive')
-    naive.load_state_dict(lean.state_dict())
+    naive.load_state_dict(routed.state_dict())
     shape = (3, 5, 8) if cls is DenseContrastiveLoss else (3, 8)
     inputs = [torch.randn(*shape), torch.randn(*shape)]
     if cls is DenseContrastiveLoss:
         inputs += [torch.randn(3, 5, 6), torch.randn(3, 5, 6)]
     a = [x.clone().requires_grad_() for x in inputs[:1]] + inputs[1:]
     b = [x.clone().requires_grad_() for x in inputs[:1]] + inputs[1:]
-    loss_lean, loss_naive = lean(*a), naive(*b)
-    loss_lean.backward()
+    loss_routed, loss_naive = routed(*a), naive(*b)
+    loss_routed.backward()
     loss_naive.backward()
-    assert abs(float(loss_lean) - float(loss_naive)) < 1e-5
+    assert abs(float(loss_routed) - float(loss_naive)) < 1e-5
     torch.testing.assert_close(a[0].grad, b[0].grad, atol=1e-5, rtol=0)
-    assert torch.equal(lean.queue, naive.queue) and int(lean.queue_ptr) == int(naive.queue_ptr)
+    assert torch.equal(routed.queue, naive.queue) and int(routed.queue_ptr) == int(naive.queue_ptr)
 
 
 def test_options_are_validated():
@@ -167,19 +180,19 @@ def test_options_are_validated():
     with pytest.raises(ValueError, match="implementation must be one of .*got 'flash'"):
         GlobalContrastiveLoss(implementation='flash')
     with pytest.raises(ValueError, match='chunk_size must be positive'):
-        chunked_info_nce(unit(2, 4, seed=0), unit(2, 4, seed=1), unit(3, 4, seed=2), 0.2, 0)
+        info_nce(unit(2, 4, seed=0), unit(2, 4, seed=1), unit(3, 4, seed=2), 0.2, 'chunked', 0)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
-def test_cuda_kernels_equal_the_naive_path(dtype):
+def test_cuda_kernels_equal_the_reference(dtype):
     q, k, n = (unit(*s, seed=i).cuda() for i, s in enumerate([(1000, 128), (1000, 128),
                                                                (4099, 128)]))
     assert fused_kernel_for(q.to(dtype)) is not None
     q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
-    naive = info_nce(q1, k, n, 0.2)
+    naive = reference(q1, k, n, 0.2)
     with torch.autocast('cuda', dtype=dtype, enabled=dtype != torch.float32):
-        fused = fused_info_nce(q2, k, n, 0.2)
+        fused = info_nce(q2, k, n, 0.2, 'fused')
     naive.backward()
     fused.backward()
     tol = 1e-5 if dtype == torch.float32 else 2e-2
@@ -191,10 +204,9 @@ def test_cuda_kernels_equal_the_naive_path(dtype):
 @pytest.fixture
 def fresh_kernel_checks():
     """Each fused kernel checks itself once per process: let this test see it happen."""
-    from densevit_mm.models.losses.lean_info_nce import proven_fused_kernel
-    proven_fused_kernel.cache_clear()
-    yield proven_fused_kernel
-    proven_fused_kernel.cache_clear()
+    lse_routes.proven_fused_kernel.cache_clear()
+    yield lse_routes.proven_fused_kernel
+    lse_routes.proven_fused_kernel.cache_clear()
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
@@ -212,15 +224,14 @@ def test_a_failing_kernel_steps_aside_for_the_chunked_path(fresh_kernel_checks, 
                                                            mm_log, failure):
     """A kernel this build or GPU lacks, or one that computes a wrong log-sum-exp: 'auto'
     takes the chunked path with one warning naming the reason; 'fused' refuses."""
-    from densevit_mm.models.losses import lean_info_nce
-    working = lean_info_nce.attention_with_lse
+    working = lse_routes.attention_with_lse
 
     def broken(q, keys, scale, kernel):
         if failure == 'raises':
             raise RuntimeError('no kernel image is available for execution on the device')
         out, lse = working(q, keys, scale, kernel)
         return out, lse + 0.05
-    monkeypatch.setattr(lean_info_nce, 'attention_with_lse', broken)
+    monkeypatch.setattr(lse_routes, 'attention_with_lse', broken)
     auto = DenseContrastiveLoss(queue_len=50, feat_dim=8, implementation='auto')
     chunked = DenseContrastiveLoss(queue_len=50, feat_dim=8, implementation='chunked')
     chunked.load_state_dict(auto.state_dict())
@@ -241,4 +252,4 @@ def test_a_failing_kernel_steps_aside_for_the_chunked_path(fresh_kernel_checks, 
                                   'dim 8 (') and reason in warnings[0]
     assert 'the losses take the chunked path' in warnings[0]
     with pytest.raises(RuntimeError, match='or it failed its check'):
-        fused_info_nce(unit(4, 8, seed=0), unit(4, 8, seed=1), unit(9, 8, seed=2), 0.2)
+        info_nce(unit(4, 8, seed=0), unit(4, 8, seed=1), unit(9, 8, seed=2), 0.2, 'fused')

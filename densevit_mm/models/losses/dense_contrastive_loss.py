@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from mmpretrain.registry import MODELS
-from .info_nce import QueuedInfoNCE
+from .queued_info_nce import QueuedInfoNCE
 
 
 @MODELS.register_module()
