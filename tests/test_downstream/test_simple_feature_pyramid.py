@@ -1,17 +1,26 @@
 import torch
 import torch.nn as nn
+from mmcv.cnn import build_norm_layer
+from mmengine.registry import DefaultScope
 
-from densevit_mm.downstream.detection import LayerNorm2d, SimpleFeaturePyramid
+from densevit_mm.downstream.detection import SimpleFeaturePyramid
 
 
-def test_layer_norm_2d_normalises_channels_at_each_position():
-    norm = LayerNorm2d(6, eps=1e-6)
+def test_the_configs_ln2d_is_mmpretrains_and_matches_channels_last_layer_norm_exactly():
+    """The detection configs' ``norm_cfg``, built as mmdet builds it, is mmpretrain's
+    LayerNorm2d (named ``ln`` in state dicts, as our own copy was) and gives bit for bit the
+    channels-last ``F.layer_norm`` of our former class."""
+    from mmpretrain.models.utils import LayerNorm2d
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        name, norm = build_norm_layer(dict(type='mmpretrain.LN2d', requires_grad=True, eps=1e-6),
+                                      6)
+    assert type(norm) is LayerNorm2d and name == 'ln'
     nn.init.normal_(norm.weight)
     nn.init.normal_(norm.bias)
     x = torch.randn(2, 6, 5, 7)
     reference = nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), norm.weight, norm.bias,
-                                         1e-6).permute(0, 3, 1, 2)
-    torch.testing.assert_close(norm(x), reference)
+                                         1e-6).permute(0, 3, 1, 2)  # (B, C, H, W)
+    torch.testing.assert_close(norm(x), reference, rtol=0, atol=0)
 
 
 def test_pyramid_strides_and_widths():

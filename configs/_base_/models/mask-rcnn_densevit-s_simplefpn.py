@@ -11,7 +11,7 @@ custom_imports = dict(imports=['densevit_mm', 'densevit_mm.downstream.detection'
 # The pretraining checkpoint (or a backbone-only / converted file); every backbone key must
 # match.  Override: --cfg-options model.backbone.init_cfg.checkpoint=PATH
 checkpoint = 'work_dirs/densevit_s/epoch_200.pth'
-norm_cfg = dict(type='LN2d', requires_grad=True)
+norm_cfg = dict(type='mmpretrain.LN2d', requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(pad_size_divisor=32),

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
-
-from .layer_norm_2d import LayerNorm2d
+from mmpretrain.models.utils import LayerNorm2d
 
 
 @MODELS.register_module()
@@ -25,7 +24,8 @@ class SimpleFeaturePyramid(BaseModule):
         in_channels (int): Width of the ViT map.
         out_channels (int): Width of every pyramid level. Defaults to 256.
         num_outs (int): 4 or 5 levels. Defaults to 5.
-        norm_cfg (dict): Norm of the convs. Defaults to LN-2d (``'LN2d'`` in mmdet configs).
+        norm_cfg (dict): Norm of the convs. Defaults to mmpretrain's LN-2d
+            (``'mmpretrain.LN2d'`` in mmdet configs).
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
