@@ -18,11 +18,13 @@ import json
 import os.path as osp
 import subprocess
 import sys
+import time
 
 from densevit_mm.benchmark import collect_rows
 from densevit_mm.benchmark.collect import ORACLE, RANDOM_INIT
-from densevit_mm.benchmark.pipeline import ROOT, log
 from densevit_mm.benchmark.statistics import format_values, mean_std
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the repository: run_benchmark's cwd
 
 GRAYSCALE = 'train_dataloader.dataset.pipeline.1.transforms.0.2.prob'
 JITTER = 'train_dataloader.dataset.pipeline.1.transforms.0.1.transforms.0'
@@ -54,6 +56,10 @@ VARIANTS = {
                                  []),
     'momentum 0.999, 32 epochs': (['model.momentum=0.001'], ['--epochs', '32']),
 }
+
+
+def log(msg: str) -> None:
+    print(f'[recipe_study {time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
 def slug(name: str) -> str:

@@ -11,14 +11,14 @@ good pretraining could reach), then run every transfer protocol from random init
 oracle and both pretrainings, once per seed, ``--jobs`` at a time; finally write the table
 (mean ± std over seeds, and the calibration: each column's oracle gap against its seed
 spread), the training curves, the correspondence pictures and diagnostics to
-<work-dir>/results.  Each stage runs tools/train.py in its own process; its log is in
-<work-dir>/logs.  ``--quick`` shrinks everything to a smoke test (its numbers mean nothing).
+<work-dir>/results.  Each training stage runs ``python -m densevit_mm.train`` in its own
+process (tools/benchmark_stages.py runs the stages); its log is in <work-dir>/logs.  ``--quick`` shrinks everything to a smoke test (its numbers mean nothing).
 
 Stopped (Ctrl-C, SIGTERM: the stages save a checkpoint and stop, exit 130 / 143), or failed,
 the same command continues: the stages done with the same arguments are reused (their
 records are in <work-dir>/stages), a stopped training run resumes from its checkpoint.
 
-Protocols (densevit_mm/benchmark/pipeline.py): ``linear`` (a linear probe on the frozen last
+Protocols (PROTOCOLS below): ``linear`` (a linear probe on the frozen last
 layer) and ``fpnfrozen`` (Semantic FPN on the frozen backbone) by default; ``finetune``
 (Semantic FPN, whole backbone fine-tuned) and ``det`` (Mask R-CNN) separate random init from
 the oracle by less than three seed deviations at this budget and are left out (docs/).
@@ -27,19 +27,83 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
+from typing import Optional, Sequence
 
-from densevit_mm.benchmark.pipeline import (ESTIMATE, ORACLE_CONFIG, PRETRAIN_CONFIGS,
-                                            PROTOCOLS, ROOT, Stage, StageRunner, diagnose, fmt,
-                                            log, train_stage, transfer_stage, write_json)
+from benchmark_stages import ESTIMATE, ROOT, Stage, StageRunner, fmt, log, train_stage
+
 from densevit_mm.datasets import BUILTIN_MARKER
 
 # pretraining epochs and images, labelled train/val images per task, oracle images and
 # iterations, transfer iterations (None: the protocol's own)
 FULL = dict(epochs=8, images=2048, labelled=(64, 128), oracle=(2048, 300), iters=None)
 QUICK = dict(epochs=1, images=32, labelled=(8, 4), oracle=(16, 2), iters=2)
+# configs relative to the repository, where the stages run
+PRETRAIN_CONFIGS = {
+    'densevit': 'configs/builtin/densevit-mini_pretrain_builtin.py',
+    'globalonly': 'configs/builtin/globalonly-mini_pretrain_builtin.py',
+}
+ORACLE_CONFIG = 'configs/builtin/fpn_densevit-mini_builtin-seg.py'
+# transfer protocols: config, iterations, data set, and whether the main job runs them
+PROTOCOLS = {
+    'linear': dict(config='configs/builtin/linear_densevit-mini_builtin-seg.py', iters=200,
+                   data='ade', default=True),
+    'fpnfrozen': dict(config='configs/builtin/fpn-frozen_densevit-mini_builtin-seg.py',
+                      iters=100, data='ade', default=True),
+    'finetune': dict(config='configs/builtin/fpn_densevit-mini_builtin-seg.py', iters=300,
+                     data='ade', default=False),
+    'det': dict(config='configs/builtin/mask-rcnn_densevit-mini_builtin-det.py', iters=120,
+                data='coco', default=False),
+}
+
+
+def transfer_stage(protocol: str, start: str, checkpoint: Optional[str], seed: int,
+                   data_root: str, work_root: str, iters: Optional[int] = None) -> Stage:
+    """One seed of one transfer protocol from one start (random init when no checkpoint)."""
+    spec = PROTOCOLS[protocol]
+    iters = iters or spec['iters']
+    root = (osp.join(data_root, 'ade', 'ADEChallengeData2016') if spec['data'] == 'ade' else
+            osp.join(data_root, 'coco') + '/')
+    options = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+               f'default_hooks.checkpoint.interval={iters}', f'randomness.seed={seed}',
+               f'train_dataloader.dataset.data_root={root}',
+               f'val_dataloader.dataset.data_root={root}',
+               f'test_dataloader.dataset.data_root={root}',
+               'model.backbone.init_cfg=None' if checkpoint is None else
+               f'model.backbone.init_cfg.checkpoint={checkpoint}']
+    if spec['data'] == 'coco':
+        ann = osp.join(root, 'annotations/instances_val2017.json')
+        options += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+    work_dir = osp.join(work_root, f'{protocol}_{start}_seed{seed}')
+    return train_stage(f'{protocol} {start} seed {seed}', protocol, spec['config'], work_dir,
+                       options, inputs=[checkpoint] if checkpoint else [],
+                       outputs=[osp.join(work_dir, f'iter_{iters}.pth')])
+
+
+def diagnose(config: str, checkpoint: Optional[str], images: str, picture: str,
+             num_images: int = 64, cfg_options: Sequence[str] = ()) -> dict:
+    """Correspondence accuracy, RankMe and hub share of a backbone (and the picture of its
+    matches), from tools/visualize_correspondence.py; ``cfg_options`` are the overrides the
+    checkpoint was pretrained with (its queue lengths, its matching)."""
+    command = [sys.executable, osp.join(ROOT, 'tools/visualize_correspondence.py'), config,
+               images, '--out', picture, '--num-images', str(num_images)]
+    if checkpoint:
+        command += ['--checkpoint', checkpoint]
+    if cfg_options:
+        command += ['--cfg-options', *cfg_options]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f'{" ".join(command)} failed (exit {proc.returncode}):\n'
+                         f'{proc.stderr[-3000:]}')
+    text = proc.stdout
+    return dict(
+        correspondence_accuracy=float(re.search(r'accuracy .* images: ([0-9.]+)', text)[1]),
+        rankme=float(re.search(r'RankMe .* images: ([0-9.]+)', text)[1]),
+        hub_share=float(re.search(r'hub share .* images: ([0-9.]+)', text)[1]))
+
 
 
 def _data_is_there(data_root: str, info: dict) -> bool:
@@ -117,7 +181,8 @@ def report(args, size) -> None:
         results, f'correspondence_{name.replace(" ", "_")}.png'),
         cfg_options=model_options)
         for name, config, checkpoint in runs}
-    write_json(diagnostics, osp.join(results, 'diagnostics.json'))
+    with open(osp.join(results, 'diagnostics.json'), 'w') as f:
+        json.dump(diagnostics, f, indent=2)
     subprocess.run(py + [osp.join(ROOT, 'tools/benchmark_table.py'), args.work_dir,
                          '--out', results], check=True, cwd=ROOT)
     print('Diagnostics over 64 view pairs (6x6 patch grid): correspondence accuracy (argmax '

@@ -11,29 +11,50 @@ import time
 
 import pytest
 
-from densevit_mm.benchmark.pipeline import ESTIMATE, Stage, StageRunner, fmt
+from tests.conftest import load_tool
+
+stages_tool = load_tool('benchmark_stages')  # tools/benchmark_stages.py
+ESTIMATE, Stage, StageRunner, fmt = (stages_tool.ESTIMATE, stages_tool.Stage,
+                                     stages_tool.StageRunner, stages_tool.fmt)
 
 
 def stage(name, kind, code):
     return Stage(name, kind, [sys.executable, '-c', code])
 
 
+# stage i of a pair: waits (up to 20 s) for its partner to start, says whether it saw it and
+# how many stages had ended when it started
+PAIRED = """
+import os, sys, time
+tmp, i = sys.argv[1], int(sys.argv[2])
+ended = sum(os.path.exists(f"{tmp}/ended_{j}") for j in range(4))
+open(f"{tmp}/started_{i}", "w").close()
+deadline = time.time() + 20
+while not os.path.exists(f"{tmp}/started_{i ^ 1}") and time.time() < deadline:
+    time.sleep(0.02)
+together = os.path.exists(f"{tmp}/started_{i ^ 1}")
+open(f"{tmp}/ended_{i}", "w").close()
+print(f"mIoU: {i}.5", os.environ["OMP_NUM_THREADS"], together, ended)
+"""
+
+
 def test_parallel_stages_run_together_and_keep_their_logs(tmp_path, capsys):
     runner = StageRunner(4, str(tmp_path / 'logs'), jobs=2)
-    stages = [stage(f'sleep {i}', 'linear',
-                    'import time, os; time.sleep(1.0); '
-                    f'print("mIoU: {i}.5", os.environ["OMP_NUM_THREADS"])')
+    stages = [Stage(f'pair {i}', 'linear', [sys.executable, '-c', PAIRED, str(tmp_path), str(i)])
               for i in range(4)]
-    start = time.time()
     runner.run(stages, parallel=True, later=[('report', False)])
-    assert time.time() - start < 3.6  # two at a time: about 2 s, not 4
     out = capsys.readouterr().out
     for i in range(4):
-        assert f'stage {i + 1}/4: sleep {i}' in out
-        assert f'sleep {i}: done in 00:01, mIoU {i}.5' in out
-    assert sorted(os.listdir(tmp_path / 'logs')) == [f'sleep_{i}.log' for i in range(4)]
+        assert f'stage {i + 1}/4: pair {i}' in out
+        assert re.search(rf'pair {i}: done in 00:\d\d, mIoU {i}\.5', out)
+    assert sorted(os.listdir(tmp_path / 'logs')) == [f'pair_{i}.log' for i in range(4)]
     threads = max(1, (os.cpu_count() or 1) // 2)
-    assert (tmp_path / 'logs' / 'sleep_0.log').read_text() == f'mIoU: 0.5 {threads}\n'
+    logs = [(tmp_path / 'logs' / f'pair_{i}.log').read_text().split() for i in range(4)]
+    assert [log[:4] for log in logs] == [['mIoU:', f'{i}.5', str(threads), 'True']
+                                         for i in range(4)]  # each pair ran together
+    # two at a time: stage 2 took the slot of 0 or 1, stage 3 the slot of another one
+    ended = [int(log[4]) for log in logs]
+    assert ended[:2] == [0, 0] and ended[2] >= 1 and ended[3] >= 2
     assert len(runner.measured['linear']) == 4 and runner.expected('report') == ESTIMATE['report']
 
 
@@ -187,6 +208,23 @@ def test_work_in_this_process_is_a_stage_too(tmp_path, capsys):
     assert 'stage 1/1: reusing results: done on' in out and 'read.txt changed since' in out
 
 
+def test_a_training_stage_runs_the_library_entry_point(tmp_path, synthetic_root, capsys):
+    """No path into the repository's tools/: ``python -m densevit_mm.train``, two iterations
+    of the debug pretraining, its checkpoint the stage's output."""
+    work = tmp_path / 'work'
+    train = stages_tool.train_stage(
+        'pretrain debug', 'pretrain', 'configs/pretrain/densevit_debug.py', str(work), [
+            f'train_dataloader.dataset.data_root={synthetic_root}/',
+            'train_dataloader.batch_size=4', 'train_cfg.max_iters=2'],
+        validate=False, outputs=[str(work / 'iter_2.pth')])
+    assert train.command[:3] == [sys.executable, '-m', 'densevit_mm.train']
+    assert train.command[3:6] == ['configs/pretrain/densevit_debug.py', '--work-dir', str(work)]
+    assert train.command[6:8] == ['--no-validate', '--cfg-options']
+    runner_at(tmp_path, 1).run([train])
+    assert (work / 'iter_2.pth').is_file()
+    assert runner_at(tmp_path, 1).state(train)[0] == 'done'
+    assert 'pretrain debug: done in' in capsys.readouterr().out
+
 # ----- a job stopped: no stage outlives it ---------------------------------------------------
 
 def alive(pid):
@@ -254,7 +292,9 @@ time.sleep(60)
 # the job, as tools/run_benchmark.py runs it
 DRIVER = """
 import json, sys
-from densevit_mm.benchmark.pipeline import Stage, StageRunner
+from tests.conftest import load_tool
+tools = load_tool("benchmark_stages")
+Stage, StageRunner = tools.Stage, tools.StageRunner
 tmp = sys.argv[1]
 with open(tmp + "/plan.json") as f:
     stages = [Stage(**s) for s in json.load(f)]

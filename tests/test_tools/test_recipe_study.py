@@ -1,13 +1,10 @@
 """tools/recipe_study.py: every variant is a valid change of the built-in pretraining config."""
-import os.path as osp
-import sys
-
 import pytest
 from mmengine.config import Config, DictAction
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                            'tools'))
-import recipe_study  # noqa: E402
+from tests.conftest import load_tool
+
+recipe_study = load_tool('recipe_study')
 
 CONFIG = 'configs/builtin/densevit-mini_pretrain_builtin.py'
 
