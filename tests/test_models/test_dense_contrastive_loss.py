@@ -34,9 +34,11 @@ def make_inputs(B=2, N=6, D=8, C=5, seed=0, dtype=torch.float64):
             torch.randn(B, N, C, generator=g, dtype=dtype)]
 
 
+@pytest.mark.parametrize('implementation', ['auto', 'chunked', 'naive'])  # fused: no float64
 @pytest.mark.parametrize('seed', [0, 1, 2])
-def test_loss_equals_float64_reference(seed):
-    loss_fn = DenseContrastiveLoss(queue_len=37, feat_dim=8, temperature=0.2).double()
+def test_loss_equals_float64_reference(seed, implementation):
+    loss_fn = DenseContrastiveLoss(queue_len=37, feat_dim=8, temperature=0.2,
+                                   implementation=implementation, chunk_size=5).double()
     inputs = make_inputs(seed=seed)
     queue_before = loss_fn.queue.clone()
     expected = reference_dense_loss(*inputs, queue_before, 0.2)
@@ -64,8 +66,10 @@ def test_analytic_collinear_keys_orthogonal_queue():
     assert float(loss) == pytest.approx(math.log(1 + K * math.exp(-1 / t)), abs=1e-12)
 
 
-def test_gradient_matches_reference_and_stops_at_keys():
-    loss_fn = DenseContrastiveLoss(queue_len=23, feat_dim=8, temperature=0.2).double()
+@pytest.mark.parametrize('implementation', ['chunked', 'naive'])
+def test_gradient_matches_reference_and_stops_at_keys(implementation):
+    loss_fn = DenseContrastiveLoss(queue_len=23, feat_dim=8, temperature=0.2,
+                                   implementation=implementation, chunk_size=5).double()
     q_dense, k_dense, q_backbone, k_backbone = make_inputs(seed=3)
     q_ours = q_dense.clone().requires_grad_()
     k_ours = k_dense.clone().requires_grad_()
