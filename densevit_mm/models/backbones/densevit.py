@@ -9,11 +9,6 @@ from mmpretrain.models.utils import build_2d_sincos_position_embedding, resize_p
 from mmpretrain.registry import MODELS
 
 
-def _arch(embed_dims: int, num_layers: int, num_heads: int) -> dict:
-    return dict(embed_dims=embed_dims, num_layers=num_layers, num_heads=num_heads,
-                feedforward_channels=4 * embed_dims)
-
-
 @MODELS.register_module()
 class DenseViT(VisionTransformer):
     """Vision Transformer for dense contrastive pretraining and dense transfer.
@@ -60,11 +55,12 @@ class DenseViT(VisionTransformer):
             (``drop_path_rate``, ``final_norm``, ``frozen_stages``, ...).
     """
 
+    # Ti / S / B are mmpretrain's DeiT settings; only the one-layer debug size is ours.
     arch_zoo = {
-        'densevit-debug': _arch(192, 1, 3),
-        'densevit-ti': _arch(192, 12, 3),
-        'densevit-s': _arch(384, 12, 6),
-        'densevit-b': _arch(768, 12, 12),
+        'densevit-debug': dict(embed_dims=192, num_layers=1, num_heads=3,
+                               feedforward_channels=4 * 192),
+        **{f'densevit-{ours}': VisionTransformer.arch_zoo[f'deit-{deit}']
+           for ours, deit in (('ti', 'tiny'), ('s', 'small'), ('b', 'base'))},
     }
     OUT_TYPES = VisionTransformer.OUT_TYPES | {'cls_and_patch'}
 
