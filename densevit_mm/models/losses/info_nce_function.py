@@ -10,7 +10,7 @@ keeps the queue or an ``(M, K)`` buffer alive.
 """
 import torch
 
-from .lse_routes import accumulation_dtype, check_route, queue_softmax
+from .lse_routes import queue_softmax
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float,
@@ -33,10 +33,10 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperat
         Tensor: Scalar loss, in at least float32.
 
     Raises:
+        ValueError: An unknown ``implementation`` or a ``chunk_size`` below 1.
         RuntimeError: ``'fused'`` where no kernel serves the device and dtype, or it failed
             its check (:func:`.lse_routes.proven_fused_kernel`).
     """
-    check_route(implementation, chunk_size)
     if not torch.is_grad_enabled():  # evaluation: no gradients to prepare in forward
         q, k = q.detach(), k.detach()
     return _InfoNCE.apply(q, k, negatives.detach(), temperature, implementation, chunk_size)
@@ -47,11 +47,11 @@ class _InfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, negatives, temperature, implementation, chunk_size):
-        acc = accumulation_dtype(q)
         need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        l_pos = (q.to(acc) * k.to(acc)).sum(dim=1) / temperature  # (M,)
         lse, weighted = queue_softmax(q, negatives, 1. / temperature, need_q,
                                       implementation, chunk_size)  # (M,), (M, D) or None
+        acc = lse.dtype  # at least float32, whatever the dtype of the matmuls
+        l_pos = (q.to(acc) * k.to(acc)).sum(dim=1) / temperature  # (M,)
         lse_all = torch.logaddexp(l_pos, lse)  # (M,)
         # d loss_i / d l_pos_i = p_pos_i - 1 and d loss_i / d logit_ij = p_ij
         pos_weight = torch.exp(l_pos - lse_all) - 1  # (M,)

@@ -43,7 +43,7 @@ def check_route(implementation: str, chunk_size: int) -> None:
         raise ValueError(f'chunk_size must be positive, got {chunk_size}')
 
 
-def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+def _accumulation_dtype(x: torch.Tensor) -> torch.dtype:
     """At least float32, even when the matmuls run in bf16 / fp16 (inputs or autocast)."""
     return torch.promote_types(x.dtype, torch.float32)
 
@@ -52,6 +52,7 @@ def queue_softmax(q: torch.Tensor, negatives: torch.Tensor, scale: float, need_w
                   implementation: str = 'auto', chunk_size: int = 2048) -> LseAndWeighted:
     """``lse`` and ``weighted`` by the route ``implementation`` names; ``'auto'``: fused where a
     proven kernel serves ``q``, else chunked.  ``'fused'`` raises where none does."""
+    check_route(implementation, chunk_size)
     if implementation == 'auto':
         implementation = 'fused' if fused_kernel_for(q) is not None else 'chunked'
     if implementation == 'fused':
@@ -63,7 +64,7 @@ def queue_softmax(q: torch.Tensor, negatives: torch.Tensor, scale: float, need_w
 
 def naive_lse(q: torch.Tensor, negatives: torch.Tensor, scale: float,
               need_weighted: bool) -> LseAndWeighted:
-    logits = (q @ negatives.t()).to(accumulation_dtype(q)) * scale  # (M, K)
+    logits = (q @ negatives.t()).to(_accumulation_dtype(q)) * scale  # (M, K)
     lse = torch.logsumexp(logits, dim=1)  # (M,)
     if not need_weighted:
         return lse, None
@@ -73,7 +74,7 @@ def naive_lse(q: torch.Tensor, negatives: torch.Tensor, scale: float,
 
 def chunked_lse(q: torch.Tensor, negatives: torch.Tensor, scale: float, need_weighted: bool,
                 chunk_size: int = 2048) -> LseAndWeighted:
-    acc = accumulation_dtype(q)
+    acc = _accumulation_dtype(q)
     running_max = q.new_full((q.shape[0],), float('-inf'), dtype=acc)  # (M,)
     running_sum = q.new_zeros(q.shape[0], dtype=acc)  # (M,): sum_j exp(logit_ij - max)
     weighted = q.new_zeros(q.shape, dtype=acc) if need_weighted else None  # (M, D)
@@ -96,18 +97,18 @@ def fused_lse(q: torch.Tensor, negatives: torch.Tensor, scale: float,
     """The scores in ``q``'s dtype, or the autocast dtype under autocast (as the matmuls of the
     other routes are); the kernel always returns ``weighted``, so ``need_weighted`` costs
     nothing.  Raises ``RuntimeError`` where no proven kernel serves ``q``."""
-    dtype, kernel = compute_dtype(q), fused_kernel_for(q)
+    dtype, kernel = _compute_dtype(q), fused_kernel_for(q)
     if kernel is None:
         raise RuntimeError(f'no fused attention kernel serves {q.device.type} / {dtype} / dim '
                            f'{q.shape[-1]} in torch {torch.__version__}, or it failed its check '
                            "(see the log); use implementation='chunked' or 'auto'")
     with torch.autocast(q.device.type, enabled=False):  # the dtype is chosen above
         weighted, lse = attention_with_lse(q.to(dtype), negatives.to(dtype), scale, kernel)
-    acc = accumulation_dtype(q)
+    acc = _accumulation_dtype(q)
     return lse.to(acc), weighted.to(acc)
 
 
-def compute_dtype(q: torch.Tensor) -> torch.dtype:
+def _compute_dtype(q: torch.Tensor) -> torch.dtype:
     device = q.device.type
     if torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
@@ -116,7 +117,7 @@ def compute_dtype(q: torch.Tensor) -> torch.dtype:
 
 def fused_kernel_for(q: torch.Tensor) -> Optional[str]:
     """The proven fused kernel for ``q``'s device, compute dtype and feature size, or None."""
-    return proven_fused_kernel(q.device.type, compute_dtype(q), q.shape[-1])
+    return proven_fused_kernel(q.device.type, _compute_dtype(q), q.shape[-1])
 
 
 @functools.lru_cache(maxsize=None)
