@@ -7,6 +7,7 @@ from typing import Union
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
+from mmengine.optim import AmpOptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPERS
 
 from .guarded_optim_wrapper import GuardedOptimWrapper
@@ -19,21 +20,27 @@ def bf16_supported(device_type: str) -> bool:
 
 
 @OPTIM_WRAPPERS.register_module()
-class GuardedAmpOptimWrapper(GuardedOptimWrapper):
-    """Autocast training with the non-finite guard of :class:`GuardedOptimWrapper`.
+class GuardedAmpOptimWrapper(GuardedOptimWrapper, AmpOptimWrapper):
+    """mmengine's ``AmpOptimWrapper`` with the non-finite guard of :class:`GuardedOptimWrapper`.
 
-    mmengine's ``AmpOptimWrapper`` autocasts to float16 unless told otherwise, and under
-    float16 the dense queues, written in the forward pass, took the keys of steps that
-    the gradient scaler then threw away.  Here:
+    mmengine's autocasts to float16 unless told otherwise, and under float16 the dense
+    queues, written in the forward pass, took the keys of steps that the gradient scaler then
+    threw away.  Here:
 
-    - ``dtype='bfloat16'`` (default) has float32's exponent range: no loss scaling, no
-      overflow steps.  Refused on a GPU without native bfloat16 (emulated on V100 / T4:
-      slow), with the way out in the message.
+    - ``dtype='bfloat16'`` (default) has float32's exponent range: no loss scaling (the
+      ``loss_scaler`` is a disabled ``GradScaler``), no overflow steps.  Refused on a GPU
+      without native bfloat16 (emulated on V100 / T4: slow), with the way out in the message.
     - ``dtype='float16'`` scales the loss (``torch.amp.GradScaler``).  An overflowing step is
       skipped like any non-finite step (so the model writes no queue rows for it) and the
       scale halves once; it grows back after ``growth_interval`` good steps.  Such an overflow
       with a finite loss and a scale above 1 is the scaler's routine search: it is logged at
       INFO and does not count towards ``max_consecutive_skips``.
+
+    ``backward``, ``state_dict`` and ``load_state_dict`` are ``AmpOptimWrapper``'s.  Its
+    ``__init__`` asserts a GPU and ``optim_context`` (mmengine's ``autocast``) refuses float16
+    on CPU and picks the device by what is installed, so both are replaced: this wrapper
+    autocasts on the parameters' device, CPU included.  Its ``step`` is replaced too:
+    ``GradScaler.step`` reads the inf flags to the host, which the guard has already read.
 
     Args:
         optimizer (Optimizer): The optimizer.
@@ -55,34 +62,27 @@ class GuardedAmpOptimWrapper(GuardedOptimWrapper):
                              'would emulate it, slowly): train with --amp-dtype float16 (loss '
                              'scaling) or without --amp')
         self.cast_dtype = getattr(torch, dtype)
-        self._fixed_scale = None
+        self._scale_update_param = None  # AmpOptimWrapper's name for a fixed scale
         if dtype == 'bfloat16':
-            self.loss_scaler = None
+            self.loss_scaler = torch.amp.GradScaler(self.device_type, enabled=False)
         elif loss_scale == 'dynamic':
             self.loss_scaler = torch.amp.GradScaler(self.device_type)
         elif isinstance(loss_scale, (int, float)):
-            self._fixed_scale = float(loss_scale)
+            self._scale_update_param = float(loss_scale)
             self.loss_scaler = torch.amp.GradScaler(self.device_type, init_scale=loss_scale)
         elif isinstance(loss_scale, dict):
             self.loss_scaler = torch.amp.GradScaler(self.device_type, **loss_scale)
         else:
-            raise TypeError(f"loss_scale must be 'dynamic', a number or a dict, got {loss_scale!r}")
+            raise TypeError("loss_scale must be 'dynamic', a number or a dict, got "
+                            f'{loss_scale!r}')
 
     @contextmanager
     def optim_context(self, model: nn.Module):
         with super().optim_context(model), torch.autocast(self.device_type, self.cast_dtype):
             yield
 
-    def backward(self, loss: torch.Tensor, **kwargs) -> None:
-        if self.loss_scaler is None:
-            loss.backward(**kwargs)
-        else:
-            self.loss_scaler.scale(loss).backward(**kwargs)
-        self._inner_count += 1
-
     def _grad_norm(self) -> torch.Tensor:
-        if self.loss_scaler is not None:
-            self.loss_scaler.unscale_(self.optimizer)  # true gradients, for the check and clipping
+        self.loss_scaler.unscale_(self.optimizer)  # true gradients, for the check and clipping
         return super()._grad_norm()
 
     def step(self, **kwargs) -> None:
@@ -91,30 +91,17 @@ class GuardedAmpOptimWrapper(GuardedOptimWrapper):
         # Only applied steps get here, their gradients unscaled and finite on every rank:
         # GradScaler.step would read its inf flags to the host to learn the same.
         self.optimizer.step(**kwargs)
-        if self.loss_scaler is not None:
-            self.loss_scaler.update(self._fixed_scale)
+        self.loss_scaler.update(self._scale_update_param)
 
     def _skip(self, loss: float, grad_norm: float, detail: str = '') -> None:
-        if self.loss_scaler is None:
+        if not self.loss_scaler.is_enabled():
             super()._skip(loss, grad_norm, detail)
             return
         before = self.loss_scaler.get_scale()
-        self.loss_scaler.update(self._fixed_scale)  # halves the scale after an overflow
+        self.loss_scaler.update(self._scale_update_param)  # halves the scale after an overflow
         detail = f'; float16 loss scale {before:g} -> {self.loss_scaler.get_scale():g}'
         if math.isfinite(loss) and before > 1:
             print_log(f'iteration {self._inner_count}: float16 gradients overflowed{detail}; '
                       'step skipped', logger='current', level=logging.INFO)
             return
         super()._skip(loss, grad_norm, detail)
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        if self.loss_scaler is not None:
-            state['loss_scaler'] = self.loss_scaler.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        scaler_state = state_dict.pop('loss_scaler', None)
-        if scaler_state is not None and self.loss_scaler is not None:
-            self.loss_scaler.load_state_dict(scaler_state)
-        super().load_state_dict(state_dict)

@@ -47,7 +47,9 @@ class GuardedOptimWrapper(OptimWrapper):
     """
 
     def __init__(self, optimizer, max_consecutive_skips: int = 20, **kwargs) -> None:
-        super().__init__(optimizer, **kwargs)
+        # OptimWrapper's, not super(): in GuardedAmpOptimWrapper that is AmpOptimWrapper's,
+        # which asserts a GPU (see there)
+        OptimWrapper.__init__(self, optimizer, **kwargs)
         if max_consecutive_skips < 1:
             raise ValueError(f'max_consecutive_skips must be >= 1, got {max_consecutive_skips}')
         self.max_consecutive_skips = max_consecutive_skips
@@ -66,7 +68,7 @@ class GuardedOptimWrapper(OptimWrapper):
         self._queues = [m for m in model.modules() if isinstance(m, MemoryQueue)]
         for queue in self._queues:
             queue.stage()
-        with super().optim_context(model):
+        with OptimWrapper.optim_context(self, model):  # not AmpOptimWrapper's autocast
             yield
 
     def update_params(self, loss: torch.Tensor, step_kwargs: Optional[Dict] = None,
