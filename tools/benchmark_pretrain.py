@@ -2,7 +2,7 @@
 
     python tools/benchmark_pretrain.py [--device cpu|cuda] [--loss-shape M K D]
         [--chunk-sizes 512 2048 8192] [--batch 8] [--img-size 224] [--bf16]
-        [--skip-loss] [--skip-step] [--skip-data] [--reps 5] [--out benchmark_pretrain.json]
+        [--skip-loss] [--skip-step] [--reps 5] [--out benchmark_pretrain.json]
 
 1. InfoNCE against the queue, forward + backward: naive (all M x K logits), chunked
    (``chunked_info_nce``) at each chunk size and fused (``fused_info_nce``, PyTorch's fused
@@ -12,16 +12,17 @@
    global-only baseline (lambda 0, no dense branch) and mmpretrain's MoCoV3 on ViT-S when it
    builds: time, images/s, peak memory, the ratio to the global-only step, its FLOP floor
    and, on CUDA, the fraction of the 790 TFLOP/s bf16 limit (the model's own FLOPs: the
-   dense branch counts for DenseViT-S).  The DenseViT step is also timed
-   as training runs it (``train_step`` through ``GuardedOptimWrapper``), and both DenseViT-S
-   and global-only steps are broken down into their parts (backbone, neck, correspondence,
-   dense loss, global loss, EMA, enqueue, optimizer), each timed alone at the step's shapes;
-   what the parts do not add up to is shown as "rest".
+   dense branch counts for DenseViT-S).  The DenseViT step is also timed as training runs it
+   (``train_step`` through ``GuardedOptimWrapper``), and the DenseViT-S and global-only steps
+   are broken down into their parts by ``torch.profiler`` over real steps: the
+   ``record_function`` ranges of ``DenseViTSelfSup.loss`` (backbone, neck, EMA, key encoder,
+   correspondence), the two loss modules, and here backward, optimizer and enqueue (the
+   queue commit); what the ranges do not cover is shown as "rest".
 
-Timing: all variants of a section run in one process, interleaved (the order rotates every
-repetition), and the median is reported, so that a noisy machine affects them alike.  Peak
-memory comes from one more process per variant, so it is that variant's own: CUDA's
-``max_memory_allocated``, or on CPU the rise of the process's peak RSS over its inputs.
+Timing: ``torch.utils.benchmark.Timer`` (it synchronises CUDA and warms up), each variant
+``blocked_autorange`` for about ``--reps`` runs, the median reported and ``Compare``'s table
+printed.  Peak memory comes from one more process per variant, so it is that variant's own:
+CUDA's ``max_memory_allocated``, or on CPU the rise of the process's peak RSS over its inputs.
 """
 import argparse
 import json
@@ -29,12 +30,11 @@ import logging
 import multiprocessing as mp
 from queue import Empty
 import resource
-import statistics
-import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils.benchmark import Compare, Timer
 
 from densevit_mm.benchmark.flops import (PEAK_TFLOPS, QUEUE_LEN, dense_branch_flops,
                                          vit_s_train_flops)
@@ -46,13 +46,9 @@ STEP_VARIANTS = {
     'mmpretrain MoCoV3 ViT-S': dict(mocov3=True),
 }
 DENSE, GLOBAL = 'densevit-s (lambda 0.5)', 'global-only (lambda 0)'
-PARTS = ('backbone', 'neck', 'correspondence', 'dense loss', 'global loss', 'EMA', 'enqueue',
-         'optimizer')
-
-
-def _sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
+# the profiler ranges of one step, in step order (the first five are DenseViTSelfSup.loss's)
+PARTS = ('backbone', 'neck', 'EMA', 'key encoder', 'correspondence', 'global loss',
+         'dense loss', 'backward', 'optimizer', 'enqueue')
 
 
 def _peak_bytes(device: str) -> int:
@@ -68,21 +64,13 @@ def _reset_peak(device: str) -> int:
     return _peak_bytes(device)
 
 
-def _time_once(fn, device: str) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def interleaved_medians(fns: dict, device: str, reps: int) -> dict:
-    """Median seconds of each callable, timed in turns; the order rotates every repetition."""
-    names, times = list(fns), {name: [] for name in fns}
-    for rep in range(reps):
-        for name in names[rep % len(names):] + names[:rep % len(names)]:
-            times[name].append(_time_once(fns[name], device))
-    return {name: statistics.median(t) for name, t in times.items()}
+def median_seconds(fn, reps: int, label: str, sub_label: str, description: str):
+    """``Timer`` measurement of ``fn()`` over about ``reps`` runs (after one warm-up run that
+    also sets the block length), with all of torch's threads."""
+    timer = Timer('fn()', globals=dict(fn=fn), label=label, sub_label=sub_label,
+                  description=description, num_threads=torch.get_num_threads())
+    first = timer.timeit(1).median
+    return timer.blocked_autorange(min_run_time=max(reps - 1, 0) * first)
 
 
 def _run(target, *args):
@@ -107,12 +95,14 @@ def _run(target, *args):
 
 def _loss_paths(args) -> dict:
     chunks = sorted(set(args.chunk_sizes) | {args.step_chunk})  # the fallback is the yardstick
-    return {'naive': None, **{f'chunked {c}': c for c in chunks}, 'fused': 'fused'}
+    paths = {'naive': None, **{f'chunked {c}': c for c in chunks}, 'fused': 'fused'}
+    if args.no_naive:
+        del paths['naive']
+    return paths
 
 
 def _loss_fn(args, shape, path):
-    from densevit_mm.models.losses import chunked_info_nce, fused_info_nce
-    from densevit_mm.models.losses import naive_info_nce as info_nce
+    from densevit_mm.models.losses import chunked_info_nce, fused_info_nce, info_nce
     torch.manual_seed(0)
     M, K, D = shape
     dev = args.device
@@ -144,36 +134,22 @@ def _loss_memory_worker(args, shape, path, queue):
         queue.put(dict(error=f'{type(err).__name__}: {err}'[:200]))
 
 
-def _loss_timing_worker(args, shape, queue):
-    fns = {}
-    for name, path in _loss_paths(args).items():
-        if name == 'naive' and args.no_naive:
-            continue
-        try:
-            fns[name] = _loss_fn(args, shape, path)
-            fns[name]()  # warm-up
-        except Exception:  # reported by the memory worker
-            fns.pop(name, None)
-    queue.put(interleaved_medians(fns, args.device, args.reps))
+def loss_report(seconds: dict, peaks: dict, step_chunk: int) -> dict:
+    """Per path: seconds and peak memory (or the error of a path that failed), with ratios
+    to the chunked path of the step's chunk size (the fallback) and to the naive reference.
 
-
-def measure_losses(args, shape) -> dict:
-    """Seconds and peak memory of every loss path at ``shape``, with ratios to the chunked
-    path of the default chunk size (the fallback) and to the naive reference."""
-    seconds = _run(_loss_timing_worker, args, shape)
-    if 'error' in seconds:
-        raise SystemExit(f'loss timing failed: {seconds["error"]}')
+    Args:
+        seconds (dict): path -> median seconds, for the paths that ran.
+        peaks (dict): path -> ``dict(peak_bytes=...)`` or ``dict(error=...)``, every path.
+    """
     report = {}
-    for name, path in _loss_paths(args).items():
-        if name == 'naive' and args.no_naive:
-            continue
-        r = _run(_loss_memory_worker, args, shape, path)
+    for name, r in peaks.items():
         if 'error' not in r:
             r = (dict(r, seconds=seconds[name]) if name in seconds else
                  dict(error='failed in the timing process only (it ran alone)'))
         report[name] = r
     reference = report.get('naive', {})
-    fallback = report.get(f'chunked {args.step_chunk}', {})
+    fallback = report.get(f'chunked {step_chunk}', {})
     for r in report.values():
         if 'error' in r:
             continue
@@ -185,19 +161,33 @@ def measure_losses(args, shape) -> dict:
     return report
 
 
-def print_losses(title: str, report: dict, args) -> None:
-    print(f'\n{title}')
-    print(f'| path | peak memory (MB) | time (s) | time vs chunked {args.step_chunk} | '
-          'time vs naive | memory vs naive |')
-    print('|---|---|---|---|---|---|')
+def measure_losses(args, shape, title: str):
+    """The loss report at ``shape`` and the ``Timer`` measurements it came from."""
+    seconds, measurements = {}, []
+    for name, path in _loss_paths(args).items():
+        try:
+            fn = _loss_fn(args, shape, path)
+            measurements.append(median_seconds(fn, args.reps, title, name, 'fwd+bwd'))
+        except Exception:  # reported by the memory worker, which runs it alone
+            continue
+        seconds[name] = measurements[-1].median
+    peaks = {name: _run(_loss_memory_worker, args, shape, path)
+             for name, path in _loss_paths(args).items()}
+    return loss_report(seconds, peaks, args.step_chunk), measurements
+
+
+def loss_lines(title: str, report: dict, step_chunk: int) -> list:
+    nan = float('nan')
+    lines = [title, f'| path | peak memory (MB) | time (s) | time vs chunked {step_chunk} | '
+             'time vs naive | memory vs naive |', '|---|---|---|---|---|---|']
     for name, r in report.items():
         if 'error' in r:
-            print(f'| {name} | {r["error"]} | | | | |')
+            lines.append(f'| {name} | {r["error"]} | | | | |')
             continue
-        print(f'| {name} | {r["peak_bytes"] / 2**20:.0f} | {r["seconds"]:.4f} | '
-              f'{r.get("time_vs_chunked", float("nan")):.2f} | '
-              f'{r.get("time_vs_naive", float("nan")):.2f} | '
-              f'{r.get("memory_vs_naive", float("nan")):.3f} |')
+        lines.append(f'| {name} | {r["peak_bytes"] / 2**20:.0f} | {r["seconds"]:.4f} | '
+                     f'{r.get("time_vs_chunked", nan):.2f} | {r.get("time_vs_naive", nan):.2f} | '
+                     f'{r.get("memory_vs_naive", nan):.3f} |')
+    return lines
 
 
 # ---- 2. the training step ----------------------------------------------------------------
@@ -259,10 +249,13 @@ def _step_setup(name, args):
             losses = model.loss(views, None)
             loss = sum(v for key, v in losses.items() if key.startswith('loss'))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        for queue in queues:
-            queue.commit(all_finite=True)
+        with record_function('backward'):
+            loss.backward()
+        with record_function('optimizer'):
+            optimizer.step()
+        with record_function('enqueue'):
+            for queue in queues:
+                queue.commit(all_finite=True)
     return model, optimizer, views, step
 
 
@@ -278,93 +271,140 @@ def _step_memory_worker(name, args, queue):
     queue.put(dict(peak_bytes=_peak_bytes(args.device) - (base if args.device == 'cpu' else 0)))
 
 
-def step_parts(model, optimizer, views, args) -> dict:
-    """One callable per part of a DenseViTSelfSup step, each doing what the step does for
-    that part, on inputs prepared here once (outputs of the earlier parts, detached)."""
-    amp = dict(device_type=args.device, dtype=torch.bfloat16, enabled=args.bf16)
-    head = model.head
-    with torch.no_grad(), torch.autocast(**amp):
-        q_out = model.backbone(views[0])
-        k_out = model.backbone(views[1])
-        q_global, q_dense, _ = model.neck(q_out)
-        k_global, k_dense, k_pooled = model.neck(k_out)
-    key_backbone, key_neck = model.target_encoder.module
-    online = nn.Sequential(model.backbone, model.neck)
-
-    def backward_of(outputs):  # a backward pass as the loss's gradient would drive it
-        tensors = [t for t in outputs if t is not None and t.requires_grad]
-        torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
-
-    def backbone():
-        optimizer.zero_grad(set_to_none=True)  # as the step: fresh gradients, not accumulated
-        with torch.autocast(**amp):
-            out = model.backbone(views[0])
-            with torch.no_grad():
-                key_backbone(views[1])
-        backward_of([t for pair in out for t in pair])
-
-    def neck():
-        optimizer.zero_grad(set_to_none=True)
-        q_in = [(c.detach().requires_grad_(), p.detach().requires_grad_()) for c, p in q_out]
-        with torch.autocast(**amp):
-            out = model.neck(q_in)
-            with torch.no_grad():
-                key_neck(k_out)
-        backward_of(out)
-
-    def correspondence():
-        model.match_patches(q_out, k_out)
-
-    def loss_of(loss_module, *inputs):
-        def run():
-            q = inputs[0].detach().requires_grad_()
-            loss_module.stage()  # as training does; the write itself is timed by 'enqueue'
-            with torch.autocast(**amp):
-                loss = loss_module(q, *inputs[1:])
-            loss.backward()
-            loss_module.discard()  # the queue stays as it was for the next repetition
-        return run
-
-    def ema():
-        with torch.no_grad():
-            model.target_encoder.update_parameters(online)
-
-    def enqueue():
-        for loss_module, keys in ((head.loss_global, k_global), (head.loss_dense, k_pooled)):
-            if loss_module is not None:
-                loss_module.stage()
-                loss_module.enqueue(F.normalize(keys.float(), dim=1))
-                loss_module.commit(all_finite=True)  # as an applied step
-
-    def optimizer_step():
-        for p in model.parameters():
-            if p.requires_grad and p.grad is None:
-                p.grad = torch.zeros_like(p)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=False)
-
-    match = model.match_patches(q_out, k_out)
-    parts = dict(backbone=backbone, neck=neck, EMA=ema, enqueue=enqueue,
-                 optimizer=optimizer_step)
-    parts['global loss'] = loss_of(head.loss_global, q_global, k_global)
-    if head.loss_dense is not None:
-        parts['correspondence'] = correspondence
-        parts['dense loss'] = loss_of(head.loss_dense, q_dense, k_dense, q_out[-1][1],
-                                      k_out[-1][1], k_pooled, match)
-    return parts
+def _loss_ranges(model) -> None:
+    """Profiler ranges around the head's two loss modules (their forward, in place)."""
+    for name, module in (('global loss', model.head.loss_global),
+                         ('dense loss', model.head.loss_dense)):
+        if module is None:
+            continue
+        ranges = []
+        module.register_forward_pre_hook(
+            lambda mod, inputs, name=name, ranges=ranges:
+            ranges.append(record_function(name).__enter__()))
+        module.register_forward_hook(
+            lambda mod, inputs, output, ranges=ranges: ranges.pop().__exit__(None, None, None))
 
 
-def _step_timing_worker(names, args, queue):
-    """Every buildable variant in this process, steps timed in turns; DenseViT's guarded
-    train_step and the parts of the DenseViT and global-only steps in the same rotation."""
-    setups, fns, errors = {}, {}, {}
+def range_seconds(events, names, steps: int, device: str) -> dict:
+    """Seconds per step spent in each profiler range of ``names`` (None where it never ran),
+    from ``profile.key_averages()``: the range's total time, on CUDA its device time."""
+    found = {e.key: e for e in events if e.key in names}
+    out = {}
     for name in names:
+        e = found.get(name)
+        if e is None:
+            out[name] = None
+            continue
+        us = e.device_time_total if device == 'cuda' and e.device_time_total else e.cpu_time_total
+        out[name] = us / 1e6 / steps
+    return out
+
+
+def profile_parts(step, device: str, steps: int = 2) -> dict:
+    """Seconds per step of every part of ``step`` (a DenseViTSelfSup step with its ranges),
+    from the profiler over ``steps`` real steps; 'step' is the whole."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == 'cuda' else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            with record_function('step'):
+                step()
+            if device == 'cuda':
+                torch.cuda.synchronize()
+    return range_seconds(prof.key_averages(), PARTS + ('step',), steps, device)
+
+
+def step_report(seconds: dict, peaks: dict, parts: dict, batch: int, img_size: int) -> dict:
+    """The step comparison from measured numbers.
+
+    Args:
+        seconds (dict): variant (and 'train_step') -> median seconds of a step.
+        peaks (dict): variant -> ``dict(peak_bytes=...)`` or ``dict(error=...)``.
+        parts (dict): DENSE and GLOBAL -> :func:`profile_parts`'s seconds per range, with
+            'step' the profiled step.
+    """
+    report = {}
+    for name in STEP_VARIANTS:
+        r = dict(peaks[name])
+        if 'error' not in r:
+            r.update(seconds=seconds[name], images_per_s=batch / seconds[name])
+        report[name] = r
+    base = report[GLOBAL]['seconds']
+    for r in report.values():
+        if 'seconds' in r:
+            r['time_ratio'] = r['seconds'] / base
+    if 'train_step' in seconds:
+        report[DENSE].update(train_step_seconds=seconds['train_step'],
+                             train_step_ratio=seconds['train_step'] / seconds[DENSE])
+    report['floor_ratio'] = 1 + dense_branch_flops(img_size) / vit_s_train_flops(img_size)
+    report['parts'], sums = {}, {}
+    for name in (DENSE, GLOBAL):
+        ranges = {part: parts[name][part] for part in PARTS}
+        sums[name] = sum(v for v in ranges.values() if v is not None)
+        report['parts'][name] = dict(ranges, rest=parts[name]['step'] - sums[name])
+    report['parts_sum_ratio'] = sums[DENSE] / sums[GLOBAL]
+    return report
+
+
+def step_lines(report: dict, batch: int, img_size: int, step_loss: str,
+               compute_fraction: bool) -> list:
+    """The step tables; with ``compute_fraction`` (CUDA bf16) the share of the bf16 limit,
+    which it also writes into the report."""
+    dense_flops, vit_flops = dense_branch_flops(img_size), vit_s_train_flops(img_size)
+    lines = [f'training step, ViT-S, {batch} images of {img_size}px, queues of {QUEUE_LEN}, '
+             f'InfoNCE {step_loss}, median of torch.utils.benchmark.Timer',
+             '| model | time (s) | images/s | peak memory (MB) | time vs global-only |'
+             + (' compute fraction |' if compute_fraction else ''),
+             '|---|---|---|---|---|' + ('---|' if compute_fraction else '')]
+    for name in STEP_VARIANTS:
+        r = report[name]
+        if 'error' in r:
+            lines.append(f'| {name} | did not run: {r["error"][:80]} | | | |')
+            continue
+        line = (f'| {name} | {r["seconds"]:.3f} | {r["images_per_s"]:.1f} | '
+                f'{r["peak_bytes"] / 2**20:.0f} | {r["time_ratio"]:.3f} |')
+        if compute_fraction:
+            flops = vit_flops + (dense_flops if name == DENSE else 0)
+            r['compute_fraction'] = flops * r['images_per_s'] / (PEAK_TFLOPS * 1e12)
+            line += f' {r["compute_fraction"]:.3f} |'
+        lines.append(line)
+    lines.append(f'FLOP floor of the exact method: {report["floor_ratio"]:.3f}x the global-only '
+                 f'step (dense branch {dense_flops / 1e9:.1f} GFLOP on ViT-S\'s '
+                 f'{vit_flops / 1e9:.1f} per image)')
+    dense = report[DENSE]
+    if 'train_step_ratio' in dense:
+        lines.append(f'DenseViT-S step through train_step + GuardedOptimWrapper: '
+                     f'{dense["train_step_seconds"]:.3f} s, {dense["train_step_ratio"]:.3f}x '
+                     'the plain step')
+    d_parts, g_parts = report['parts'][DENSE], report['parts'][GLOBAL]
+    d_step, g_step = (sum(v for v in p.values() if v is not None) for p in (d_parts, g_parts))
+    gap = d_step - g_step
+    lines += ['', 'parts of the step, torch.profiler ranges over real steps (s per step)',
+              '| part | densevit-s | global-only | difference | share of the difference |',
+              '|---|---|---|---|---|']
+    for part in PARTS + ('rest',):
+        d, g = d_parts[part] or 0., g_parts[part] or 0.
+        lines.append(f'| {part} | {d:.4f} | {g:.4f} | {d - g:+.4f} | '
+                     f'{(d - g) / gap if gap else float("nan"):+.0%} |')
+    lines.append(f'| profiled step | {d_step:.4f} | {g_step:.4f} | {gap:+.4f} | |')
+    lines.append(f'sum of the parts, densevit-s vs global-only: '
+                 f'{report["parts_sum_ratio"]:.3f}x')
+    return lines
+
+
+def measure_step(args):
+    """The step report and the ``Timer`` measurements it came from."""
+    setups, errors, measurements, seconds = {}, {}, [], {}
+    label = f'training step, {args.batch} images of {args.img_size}px'
+    for name in STEP_VARIANTS:
         try:
             setups[name] = _step_setup(name, args)
         except Exception as err:  # mmpretrain's MoCoV3 may not build on this stack
-            errors[name] = f'{type(err).__name__}: {err}'
+            errors[name] = dict(error=f'{type(err).__name__}: {err}')
             continue
-        fns[name] = setups[name][3]
+        step = setups[name][3]
+        step()  # AdamW allocates its state on the first step
+        measurements.append(median_seconds(step, args.reps, label, name, 'step'))
+        seconds[name] = measurements[-1].median
     if DENSE in setups:
         from densevit_mm.engine import GuardedAmpOptimWrapper, GuardedOptimWrapper
         model, optimizer, views, _ = setups[DENSE]
@@ -374,90 +414,15 @@ def _step_timing_worker(names, args, queue):
         def train_step():  # as the Runner starts it: no gradients left by other callables
             optimizer.zero_grad(set_to_none=True)
             model.train_step(dict(inputs=views, data_samples=None), wrapper)
-        fns['train_step'] = train_step
+        measurements.append(median_seconds(train_step, args.reps, label, DENSE, 'train_step'))
+        seconds['train_step'] = measurements[-1].median
+    parts = {}
     for name in (DENSE, GLOBAL):
-        if name in setups:
-            for part, fn in step_parts(*setups[name][:3], args).items():
-                fns[f'{name} / {part}'] = fn
-    for fn in fns.values():  # warm-up; AdamW allocates its state on the first step
-        fn()
-        fn()
-    seconds = interleaved_medians(fns, args.device, args.reps)
-    queue.put(dict(seconds=seconds, errors=errors))
-
-
-def measure_step(args) -> dict:
-    timing = _run(_step_timing_worker, list(STEP_VARIANTS), args)
-    if 'error' in timing:
-        raise SystemExit(f'step timing failed: {timing["error"]}')
-    seconds = timing['seconds']
-    report = {}
-    for name in STEP_VARIANTS:
-        if name in timing['errors']:
-            report[name] = dict(error=timing['errors'][name])
-            continue
-        r = _run(_step_memory_worker, name, args)
-        r.update(seconds=seconds[name], images_per_s=args.batch / seconds[name])
-        report[name] = r
-    base = report[GLOBAL]['seconds']
-    for r in report.values():
-        if 'seconds' in r:
-            r['time_ratio'] = r['seconds'] / base
-    if DENSE in seconds:
-        report[DENSE].update(train_step_seconds=seconds['train_step'],
-                             train_step_ratio=seconds['train_step'] / seconds[DENSE])
-    report['floor_ratio'] = 1 + dense_branch_flops(args.img_size) / vit_s_train_flops(args.img_size)
-    report['parts'] = {name: {part: seconds.get(f'{name} / {part}') for part in PARTS}
-                       for name in (DENSE, GLOBAL)}
-    for name, parts in report['parts'].items():
-        parts['rest'] = seconds[name] - sum(v for v in parts.values() if v is not None)
-    # the parts timed alone are steadier than whole steps on a noisy machine: their sums give
-    # a second estimate of the ratio
-    sums = {name: sum(v for k, v in report['parts'][name].items() if v is not None and
-                      k != 'rest') for name in (DENSE, GLOBAL)}
-    report['parts_sum_ratio'] = sums[DENSE] / sums[GLOBAL]
-    return report
-
-
-def print_step(report: dict, args) -> None:
-    cuda = args.device == 'cuda' and args.bf16  # the compute fraction is of the bf16 limit
-    print(f'\ntraining step, ViT-S, {args.batch} images of {args.img_size}px, queues of '
-          f'{QUEUE_LEN}, InfoNCE {args.step_loss}, median of {args.reps} interleaved')
-    print('| model | time (s) | images/s | peak memory (MB) | time vs global-only |'
-          + (' compute fraction |' if cuda else ''))
-    print('|---|---|---|---|---|' + ('---|' if cuda else ''))
-    for name in STEP_VARIANTS:
-        r = report[name]
-        if 'error' in r:
-            print(f'| {name} | did not run: {r["error"][:80]} | | | |')
-            continue
-        line = (f'| {name} | {r["seconds"]:.3f} | {r["images_per_s"]:.1f} | '
-                f'{r["peak_bytes"] / 2**20:.0f} | {r["time_ratio"]:.3f} |')
-        if cuda:
-            flops = vit_s_train_flops(args.img_size) + (
-                dense_branch_flops(args.img_size) if name == DENSE else 0)
-            r['compute_fraction'] = flops * r['images_per_s'] / (PEAK_TFLOPS * 1e12)
-            line += f' {r["compute_fraction"]:.3f} |'
-        print(line)
-    print(f'FLOP floor of the exact method: {report["floor_ratio"]:.3f}x the global-only step '
-          f'(dense branch {dense_branch_flops(args.img_size) / 1e9:.1f} GFLOP on ViT-S\'s '
-          f'{vit_s_train_flops(args.img_size) / 1e9:.1f} per image)')
-    dense = report[DENSE]
-    if 'train_step_ratio' in dense:
-        print(f'DenseViT-S step through train_step + GuardedOptimWrapper: '
-              f'{dense["train_step_seconds"]:.3f} s, {dense["train_step_ratio"]:.3f}x the '
-              'plain step')
-    print('\nparts of the step, each timed alone (s)')
-    print('| part | densevit-s | global-only | difference | share of the difference |')
-    print('|---|---|---|---|---|')
-    gap = report[DENSE]['seconds'] - report[GLOBAL]['seconds']
-    for part in PARTS + ('rest',):
-        d, g = report['parts'][DENSE][part], report['parts'][GLOBAL][part] or 0.
-        print(f'| {part} | {d:.4f} | {g:.4f} | {d - g:+.4f} | '
-              f'{(d - g) / gap if gap else float("nan"):+.0%} |')
-    print(f'| whole step | {report[DENSE]["seconds"]:.4f} | {report[GLOBAL]["seconds"]:.4f} | '
-          f'{gap:+.4f} | |')
-    print(f'sum of the parts, densevit-s vs global-only: {report["parts_sum_ratio"]:.3f}x')
+        _loss_ranges(setups[name][0])
+        parts[name] = profile_parts(setups[name][3], args.device)
+    peaks = {name: errors.get(name) or _run(_step_memory_worker, name, args)
+             for name in STEP_VARIANTS}
+    return step_report(seconds, peaks, parts, args.batch, args.img_size), measurements
 
 
 def main() -> None:
@@ -477,7 +442,8 @@ def main() -> None:
     parser.add_argument('--batch', type=int, help='images per step (default 64 CUDA, 8 CPU)')
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--bf16', action='store_true', help='bf16 autocast')
-    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--reps', type=int, default=5,
+                        help='timed runs per variant, about (Timer.blocked_autorange)')
     parser.add_argument('--skip-step', action='store_true', help='leave out the step comparison')
     parser.add_argument('--skip-loss', action='store_true', help='leave out the loss comparison')
     parser.add_argument('--out', default='benchmark_pretrain.json')
@@ -491,14 +457,19 @@ def main() -> None:
     precision = ', bf16 autocast' if args.bf16 else ', fp32'
     if not args.skip_loss:
         M, K, D = args.loss_shape
+        measurements = []
         for term, shape in (('dense', [M, K, D]), ('global', [args.batch, K, D])):
-            report['loss'][term] = measure_losses(args, shape)
-            print_losses(f'{term} InfoNCE fwd+bwd, M x K x D = {" x ".join(map(str, shape))}, '
-                         f'{report["device"]}{precision}, median of {args.reps} interleaved',
-                         report['loss'][term], args)
+            title = (f'{term} InfoNCE fwd+bwd, M x K x D = {" x ".join(map(str, shape))}, '
+                     f'{report["device"]}{precision}')
+            report['loss'][term], timed = measure_losses(args, shape, title)
+            measurements += timed
+            print('\n' + '\n'.join(loss_lines(title, report['loss'][term], args.step_chunk)))
+        Compare(measurements).print()
     if not args.skip_step:
-        report['step'] = measure_step(args)
-        print_step(report['step'], args)
+        report['step'], measurements = measure_step(args)
+        Compare(measurements).print()
+        print('\n'.join(step_lines(report['step'], args.batch, args.img_size, args.step_loss,
+                                   compute_fraction=cuda and args.bf16)))
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=2)
     print(f'\nwrote {args.out}')

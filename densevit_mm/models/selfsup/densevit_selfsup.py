@@ -6,6 +6,7 @@ import torch.nn as nn
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from torch.profiler import record_function
 
 from densevit_mm.evaluation import correspondence_accuracy, hub_share
 from ..losses import DenseContrastiveLoss, MemoryQueue
@@ -115,19 +116,25 @@ class DenseViTSelfSup(BaseSelfSupervisor):
                             'turns it into GuardedAmpOptimWrapper); outside training, call '
                             'model.eval() first.')
         view_q, view_k = inputs
-        q_out = self.backbone(view_q)
-        q_global, q_dense, _ = self.neck(q_out)
+        # profiler ranges: tools/benchmark_pretrain.py reads the step's parts from them
+        with record_function('backbone'):
+            q_out = self.backbone(view_q)
+        with record_function('neck'):
+            q_global, q_dense, _ = self.neck(q_out)
 
         with torch.no_grad():
-            self.target_encoder.update_parameters(nn.Sequential(self.backbone, self.neck))
-            key_backbone, key_neck = self.target_encoder.module
-            k_out = key_backbone(view_k)
-            k_global, k_dense, k_pooled = key_neck(k_out)
+            with record_function('EMA'):
+                self.target_encoder.update_parameters(nn.Sequential(self.backbone, self.neck))
+            with record_function('key encoder'):
+                key_backbone, key_neck = self.target_encoder.module
+                k_out = key_backbone(view_k)
+                k_global, k_dense, k_pooled = key_neck(k_out)
 
         geometry = data_samples and 'view_geometry' in data_samples[0]
         match = None  # computed once, for the loss and the diagnostics
         if self.head.loss_dense is not None or geometry:
-            match = self.match_patches(q_out, k_out)  # (B, N)
+            with record_function('correspondence'):
+                match = self.match_patches(q_out, k_out)  # (B, N)
         losses = self.head.loss(q_global, k_global, q_dense, k_dense, k_pooled,
                                 q_out[self._match_output][1], k_out[self._match_output][1],
                                 match=match)
