@@ -16,7 +16,11 @@ optim_wrapper = dict(
     type='mmpretrain.GuardedOptimWrapper',  # skips steps with nan / inf loss or gradients
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
     constructor='DenseViTLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.7))
+    # mmpretrain's layer-decay constructor, handed the backbone's layer depths; no weight
+    # decay on biases, norms (every 1-D parameter), position embedding and CLS token
+    paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.7, flat_decay_mult=0.,
+                       custom_keys={'.pos_embed': dict(decay_mult=0.),
+                                    '.cls_token': dict(decay_mult=0.)}))
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 # checkpoints written atomically, never with nan weights, and on SIGTERM (preemption) at once
 default_hooks = dict(checkpoint=dict(type='mmpretrain.CrashSafeCheckpointHook'))

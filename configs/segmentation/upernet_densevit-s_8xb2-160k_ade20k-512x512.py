@@ -18,7 +18,11 @@ optim_wrapper = dict(
     type='mmpretrain.GuardedOptimWrapper',  # skips steps with nan / inf loss or gradients
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='DenseViTLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.65))
+    # mmpretrain's layer-decay constructor, handed the backbone's layer depths; no weight
+    # decay on biases, norms (every 1-D parameter), position embedding and CLS token
+    paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.65, flat_decay_mult=0.,
+                       custom_keys={'.pos_embed': dict(decay_mult=0.),
+                                    '.cls_token': dict(decay_mult=0.)}))
 
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),

@@ -1,9 +1,10 @@
 """Layer-wise learning-rate decay for any model whose ``backbone`` is a DenseViT."""
+from functools import partial
 from typing import List
 
 import torch.nn as nn
-from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
 
 from densevit_mm.models.backbones import DenseViT
 
@@ -11,22 +12,30 @@ from densevit_mm.models.backbones import DenseViT
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class DenseViTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
-    """Scale each parameter's lr by ``layer_decay_rate ** (num_layers + 1 - layer_id)``.
+class DenseViTLayerDecayOptimizerConstructor(LearningRateDecayOptimWrapperConstructor):
+    """mmpretrain's layer-decay constructor, given ``model.backbone.get_layer_depth``.
 
-    The layer id comes from the DenseViT block index (BEiT / MAE convention): patch
-    embedding, CLS token and position embedding are layer 0, block ``i`` is ``i + 1``, and
-    the final norm, necks and heads are layer ``num_layers + 1`` (full lr).  mmseg's own
-    ``LayerDecayOptimizerConstructor`` recognises only BEiT, MAE and ConvNeXt class names.
+    Kept because mmpretrain's asks the whole model for ``get_layer_depth``, which its
+    classifiers have and mmseg's segmentors and mmdet's detectors do not.
 
-    Biases, norm weights (every 1-D parameter), ``pos_embed`` and ``cls_token`` get no weight
-    decay.
+    Each parameter's lr is scaled by ``layer_decay_rate ** (num_layers + 1 - layer_id)``,
+    the layer id from the DenseViT block index (BEiT / MAE convention): patch embedding,
+    CLS token and position embedding are layer 0, block ``i`` is ``i + 1``, and the final
+    norm, necks and heads are layer ``num_layers + 1`` (full lr).  Weight decay follows
+    mmpretrain's ``paramwise_cfg`` (the configs: ``flat_decay_mult=0.`` and ``custom_keys``
+    with ``decay_mult=0.`` for ``.pos_embed`` and ``.cls_token``).
 
-    ``paramwise_cfg``: ``layer_decay_rate`` (e.g. 0.65 for ADE20K, 0.7 for COCO).  The number
-    of layers is read from the backbone; a ``num_layers`` entry, if given, must agree.
+    ``paramwise_cfg``: ``layer_decay_rate`` in (0, 1] (e.g. 0.65 for ADE20K, 0.7 for COCO);
+    ``num_layers``, if given, must agree with the backbone.
     """
 
-    def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
+    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
+                   get_layer_depth=None, **kwargs) -> None:
+        if get_layer_depth is None:  # the top-level call; the recursion passes it on
+            get_layer_depth = self._backbone_layer_depth(module)
+        super().add_params(params, module, prefix, get_layer_depth, **kwargs)
+
+    def _backbone_layer_depth(self, module: nn.Module):
         backbone = getattr(module, 'backbone', None)
         if not isinstance(backbone, DenseViT):
             raise TypeError('DenseViTLayerDecayOptimizerConstructor needs a model whose '
@@ -39,20 +48,4 @@ class DenseViTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         if num_layers != backbone.num_layers:
             raise ValueError(f'paramwise_cfg.num_layers={num_layers} but the backbone has '
                              f'{backbone.num_layers} layers')
-
-        groups = {}
-        for name, param in module.named_parameters():
-            if not param.requires_grad:
-                continue
-            # (layer id, num_layers + 2) with the id counted as described above
-            layer_id, num_ids = backbone.get_layer_depth(name, prefix='backbone.')
-            scale = rate ** (num_ids - 1 - layer_id)
-            no_decay = param.ndim == 1 or name.endswith(('pos_embed', 'cls_token'))
-            key = (layer_id, no_decay)
-            if key not in groups:
-                groups[key] = dict(params=[], param_names=[], lr=self.base_lr * scale,
-                                   lr_scale=scale, layer_id=layer_id,
-                                   weight_decay=0. if no_decay else self.base_wd)
-            groups[key]['params'].append(param)
-            groups[key]['param_names'].append(name)
-        params.extend(groups[key] for key in sorted(groups))
+        return partial(backbone.get_layer_depth, prefix='backbone.')
