@@ -215,26 +215,45 @@ def test_training_needs_a_guarded_optimizer_wrapper(model):
 
 
 def test_the_match_is_computed_once_per_step_and_logged_with_its_hub_share(model, monkeypatch):
+    """Identical views through the online encoder and its first EMA copy (equal weights): every
+    query patch matches itself, so each key patch is chosen once (hub share exactly 1/16) and
+    every match is the true one (accuracy exactly 1)."""
+    from mmpretrain.structures import DataSample
+
     from densevit_mm.models.losses import DenseContrastiveLoss
-    calls = []
+    matches = []
     plain = DenseContrastiveLoss.extract_correspondence
 
-    def counted(feat1, feat2):
-        calls.append(1)
-        return plain(feat1, feat2)
+    def recorded(feat1, feat2):
+        matches.append(plain(feat1, feat2))
+        return matches[-1]
 
-    monkeypatch.setattr(DenseContrastiveLoss, 'extract_correspondence', staticmethod(counted))
-    views = two_views()
+    monkeypatch.setattr(DenseContrastiveLoss, 'extract_correspondence', staticmethod(recorded))
+    view = two_views()[0]
     geometry = torch.tensor([[0., 0., 64., 64., 0., 64., 64.]] * 2)  # both views = the image
     samples = []
     for _ in range(4):
-        from mmpretrain.structures import DataSample
         sample = DataSample()
         sample.set_field(geometry.numpy(), 'view_geometry', field_type='metainfo')
         samples.append(sample)
-    out = staged_loss(model, views, samples)
-    assert len(calls) == 1
-    assert 1 / 16 <= float(out['hub_share']) <= 1 and 0 <= float(out['corr_acc']) <= 1
+    out = staged_loss(model, [view, view.clone()], samples)
+    assert len(matches) == 1
+    assert torch.equal(matches[0], torch.arange(16).expand(4, 16))
+    assert float(out['hub_share']) == 1 / 16 and float(out['corr_acc']) == 1.
+
+
+@pytest.mark.parametrize('centering', [False, True])
+def test_match_patches_recovers_a_known_permutation(centering):
+    cfg = Config.fromfile('configs/pretrain/densevit_debug.py')
+    cfg.model.match_centering = centering
+    model = MODELS.build(cfg.model)
+    g = torch.Generator().manual_seed(0)
+    q_patch = torch.randn(2, 16, 192, generator=g)
+    perm = torch.randperm(16, generator=g)
+    k_patch = 3. * q_patch[:, perm]  # key patch j is query patch perm[j]; cosine ignores scale
+    cls = torch.zeros(2, 192)
+    match = model.match_patches(((cls, q_patch), ), ((cls, k_patch), ))  # (B, N)
+    assert torch.equal(match, torch.argsort(perm).expand(2, 16))
 
 
 @pytest.mark.parametrize('centering', [False, True])
