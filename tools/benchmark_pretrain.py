@@ -33,6 +33,7 @@ import resource
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.benchmark import Compare, Timer
 
@@ -286,17 +287,13 @@ def _loss_ranges(model) -> None:
 
 
 def range_seconds(events, names, steps: int, device: str) -> dict:
-    """Seconds per step spent in each profiler range of ``names`` (None where it never ran),
-    from ``profile.key_averages()``: the range's total time, on CUDA its device time."""
-    found = {e.key: e for e in events if e.key in names}
-    out = {}
-    for name in names:
-        e = found.get(name)
-        if e is None:
-            out[name] = None
-            continue
-        us = e.device_time_total if device == 'cuda' and e.device_time_total else e.cpu_time_total
-        out[name] = us / 1e6 / steps
+    """Seconds per step spent in each profiler range of ``names`` (None where it never ran):
+    the ranges' total time over ``events``, on CUDA their kernels' time."""
+    out = dict.fromkeys(names)
+    for e in events:
+        if e.key in out:
+            us = e.device_time_total if device == 'cuda' else e.cpu_time_total
+            out[e.key] = (out[e.key] or 0.) + us / 1e6 / steps
     return out
 
 
@@ -310,7 +307,12 @@ def profile_parts(step, device: str, steps: int = 2) -> dict:
                 step()
             if device == 'cuda':
                 torch.cuda.synchronize()
-    return range_seconds(prof.key_averages(), PARTS + ('step',), steps, device)
+    if device == 'cuda':  # the host-side ranges, which own their kernels (key_averages would
+        # add the device-side copy of each range to it)
+        events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
+    else:
+        events = prof.key_averages()
+    return range_seconds(events, PARTS + ('step',), steps, device)
 
 
 def step_report(seconds: dict, peaks: dict, parts: dict, batch: int, img_size: int) -> dict:

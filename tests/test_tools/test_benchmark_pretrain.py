@@ -89,13 +89,14 @@ def test_step_report_ratios_and_tables_from_known_timings():
     assert dense['compute_fraction'] == pytest.approx((vit + dense_flops) * 4. / 790e12)
 
 
-def test_range_seconds_reads_totals_per_step_from_key_averages():
+def test_range_seconds_sums_each_range_per_step():
     events = [SimpleNamespace(key='backbone', cpu_time_total=3e6, device_time_total=0),
               SimpleNamespace(key='aten::mm', cpu_time_total=9e6, device_time_total=0),
-              SimpleNamespace(key='step', cpu_time_total=8e6, device_time_total=4e6)]
+              SimpleNamespace(key='step', cpu_time_total=8e6, device_time_total=4e6),
+              SimpleNamespace(key='step', cpu_time_total=2e6, device_time_total=2e6)]
     assert bp.range_seconds(events, ('backbone', 'neck', 'step'), 2, 'cpu') == dict(
-        backbone=1.5, neck=None, step=4.)
-    assert bp.range_seconds(events, ('step',), 2, 'cuda') == dict(step=2.)  # device time
+        backbone=1.5, neck=None, step=5.)
+    assert bp.range_seconds(events, ('step',), 2, 'cuda') == dict(step=3.)  # kernels' time
 
 
 @pytest.mark.parametrize('dense', [True, False])
