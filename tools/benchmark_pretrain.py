@@ -74,6 +74,16 @@ def median_seconds(fn, reps: int, label: str, sub_label: str, description: str):
     return timer.blocked_autorange(min_run_time=max(reps - 1, 0) * first)
 
 
+def timer_medians(fns: dict, device: str, reps: int) -> dict:
+    """Median seconds of each callable by :func:`median_seconds` (``Timer`` synchronises
+    ``device`` itself)."""
+    return {name: median_seconds(fn, reps, 'timer_medians', name, device).median
+            for name, fn in fns.items()}
+
+
+interleaved_medians = timer_medians  # the name tools/benchmark_lse_routes.py imports
+
+
 def _run(target, *args):
     """Run one measurement in a fresh process and return what it reports."""
     ctx = mp.get_context('spawn')
