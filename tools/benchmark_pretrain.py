@@ -113,7 +113,8 @@ def _loss_paths(args) -> dict:
 
 
 def _loss_fn(args, shape, path):
-    from densevit_mm.models.losses import chunked_info_nce, fused_info_nce, info_nce
+    from densevit_mm.models.losses import chunked_info_nce, fused_info_nce
+    from densevit_mm.models.losses import naive_info_nce as info_nce
     torch.manual_seed(0)
     M, K, D = shape
     dev = args.device
