@@ -7,8 +7,8 @@
 The fused InfoNCE needs, per query row, ``lse_i = LSE_j(q_i . n_j / t)`` and
 ``out_i = sum_j softmax_j(q_i . n_j / t) n_j`` over the queue ``n``: attention with the
 queue as keys and values, plus its log-sum-exp.  ``scaled_dot_product_attention`` does not
-return the log-sum-exp, so ``densevit_mm/models/losses/fused_attention.py`` calls the private
-``aten`` operator behind it.  PyTorch's public route is FlexAttention
+return the log-sum-exp, so ``fused_lse`` (``densevit_mm/models/losses/lse_routes.py``) calls
+the private ``aten`` operator behind it.  PyTorch's public route is FlexAttention
 (``flex_attention(..., return_aux=AuxRequest(lse=True))``): eager (which materialises the
 ``M x K`` scores) and compiled (``torch.compile``, a generated fused kernel).  Each route is
 checked against the private operator, then timed (median of interleaved repetitions, after
@@ -25,7 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmark_pretrain import _peak_bytes, _reset_peak, _run, interleaved_medians
+from benchmark_pretrain import _peak_bytes, _reset_peak, _run, timer_medians
 
 ROUTES = ('private operator', 'flex eager', 'flex compiled')
 SCALE = 5.  # 1 / t at DenseCL's t = 0.2
@@ -89,7 +89,7 @@ def _timing_worker(args, queue):
         max_error[name] = max(float((out.float() - reference[0]).abs().max()),
                               float((lse.float() - reference[1]).abs().max()))
         fns[name] = fn
-    seconds = interleaved_medians(fns, args.device, args.reps)
+    seconds = timer_medians(fns, args.device, args.reps)
     queue.put(dict(seconds=seconds, first_call=first_call, errors=errors, max_error=max_error))
 
 

@@ -81,7 +81,6 @@ def timer_medians(fns: dict, device: str, reps: int) -> dict:
             for name, fn in fns.items()}
 
 
-interleaved_medians = timer_medians  # the name tools/benchmark_lse_routes.py imports
 
 
 def _run(target, *args):
