@@ -105,9 +105,12 @@ def mm_log():
 
     logger = MMLogger.get_current_instance()
     handler = Collect(level=logging.DEBUG)
+    level = logger.level  # an earlier run in this process may have raised it
+    logger.setLevel(logging.DEBUG)
     logger.addHandler(handler)
     yield records
     logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@
         [--skip-loss] [--skip-step] [--reps 5] [--out benchmark_pretrain.json]
 
 1. InfoNCE against the queue, forward + backward: naive (all M x K logits), chunked
-   (``chunked_info_nce``) at each chunk size and fused (``fused_info_nce``, PyTorch's fused
+   (``info_nce(..., 'chunked', size)``) at each chunk size and fused (PyTorch's fused
    attention kernel returning its log-sum-exp), at the dense shape (default 12544 x 65536 x 128
    on CUDA: 64 images x 196 patches, queue 65536) and at the global shape (one row per image).
 2. One training step (forward, backward, AdamW, EMA, enqueue) of DenseViT-S vs the
@@ -112,8 +112,7 @@ def _loss_paths(args) -> dict:
 
 
 def _loss_fn(args, shape, path):
-    from densevit_mm.models.losses import chunked_info_nce, fused_info_nce
-    from densevit_mm.models.losses import naive_info_nce as info_nce
+    from densevit_mm.models.losses import info_nce
     torch.manual_seed(0)
     M, K, D = shape
     dev = args.device
@@ -124,11 +123,11 @@ def _loss_fn(args, shape, path):
     def step():
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=args.bf16):
             if path is None:
-                loss = info_nce(q, k, negatives, 0.2)
+                loss = info_nce(q, k, negatives, 0.2, 'naive')
             elif path == 'fused':
-                loss = fused_info_nce(q, k, negatives, 0.2)
+                loss = info_nce(q, k, negatives, 0.2, 'fused')
             else:
-                loss = chunked_info_nce(q, k, negatives, 0.2, path)
+                loss = info_nce(q, k, negatives, 0.2, 'chunked', path)
         loss.backward()
         q.grad = None
     return step

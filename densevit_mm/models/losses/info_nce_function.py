@@ -73,16 +73,3 @@ class _InfoNCE(torch.autograd.Function):
         return (None if grad_q is None else (grad_q * grad_out).to(q_dtype),
                 None if grad_k is None else (grad_k * grad_out).to(k_dtype), None, None, None,
                 None)
-
-
-# One route by name, for tools/benchmark_pretrain.py, which times them side by side.
-def naive_info_nce(q, k, negatives, temperature):
-    return info_nce(q, k, negatives, temperature, 'naive')
-
-
-def chunked_info_nce(q, k, negatives, temperature, chunk_size=2048):
-    return info_nce(q, k, negatives, temperature, 'chunked', chunk_size)
-
-
-def fused_info_nce(q, k, negatives, temperature):
-    return info_nce(q, k, negatives, temperature, 'fused')
