@@ -31,6 +31,8 @@ setup(
         'numpy',
         'pillow',
         'matplotlib',
+        # nearest-neighbour search of the dense retrieval protocol (tools/dense_retrieval.py)
+        'faiss-cpu',
     ],
     extras_require={'tests': ['pytest', 'pytest-timeout']},
 )
