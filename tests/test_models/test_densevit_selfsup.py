@@ -63,9 +63,12 @@ def test_loss_dict_is_weighted_by_lambda(model):
     raw_global = losses_at(0.)['loss_global']
     raw_dense = losses_at(1.)['loss_dense']
     weighted = losses_at(0.3)
-    assert set(weighted) == {'loss_global', 'loss_dense', 'hub_share'}
+    assert set(weighted) == {'loss_global', 'loss_dense', 'hub_share', 'infonce_global',
+                             'infonce_dense'}
     assert weighted['loss_global'] == pytest.approx(0.7 * raw_global, rel=1e-6)
     assert weighted['loss_dense'] == pytest.approx(0.3 * raw_dense, rel=1e-6)
+    # logged unweighted, whatever lambda (the curves plot these)
+    assert (weighted['infonce_global'], weighted['infonce_dense']) == (raw_global, raw_dense)
 
 
 def test_every_online_parameter_gets_a_gradient_and_keys_get_none(model):
@@ -140,7 +143,8 @@ def test_global_only_baseline_has_no_dense_branch():
     assert model.neck.dense_mlp is None and model.head.loss_dense is None
     views = two_views(size=96)
     losses = staged_loss(model, views, None)
-    assert set(losses) == {'loss_global'}
+    assert set(losses) == {'loss_global', 'infonce_global'}
+    assert not losses['infonce_global'].requires_grad
     losses['loss_global'].backward()
     no_grad = {n for n, p in model.named_parameters()
                if not n.startswith('target_encoder') and p.grad is None}

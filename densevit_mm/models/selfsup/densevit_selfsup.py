@@ -100,8 +100,9 @@ class DenseViTSelfSup(BaseSelfSupervisor):
                 ``MultiViewWithGeometry`` adds.
 
         Returns:
-            dict: ``loss_global``, ``loss_dense`` (with a dense term) and ``corr_acc`` (with
-            view geometry: not a loss, only logged).
+            dict: ``loss_global``, ``loss_dense`` (with a dense term; both weighted by
+            ``loss_lambda``), and only logged: ``infonce_global`` / ``infonce_dense`` (the
+            same terms unweighted), ``hub_share``, ``corr_acc`` (with view geometry).
         """
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise ValueError('DenseViTSelfSup needs two views per image: use a MultiView '
@@ -141,6 +142,9 @@ class DenseViTSelfSup(BaseSelfSupervisor):
         out = dict(loss_global=(1 - self.loss_lambda) * losses['loss_global'])
         if 'loss_dense' in losses:
             out['loss_dense'] = self.loss_lambda * losses['loss_dense']
+        # the terms before their weights, only logged (no 'loss' in the name: not summed), so
+        # that a curve shows what learned, not the weights' schedule
+        out.update({f'infonce_{name[5:]}': value.detach() for name, value in losses.items()})
         if match is not None:
             out['hub_share'] = hub_share(match, k_out[-1][1].shape[1])
         if geometry:
