@@ -1,7 +1,8 @@
 """Draw the patch correspondence the dense loss uses, and measure how often it is right.
 
     python tools/visualize_correspondence.py configs/pretrain/densevit_s.py IMAGE_OR_FOLDER \
-        [--checkpoint work_dirs/densevit_s/epoch_200.pth] [--out corr.png] [--num-images 32] \
+        [--checkpoint work_dirs/densevit_s/epoch_200.pth | --backbone-checkpoint MAE.pth] \
+        [--out corr.png] [--num-images 32] \
         [--cfg-options model.match_centering=True ...]
 
 Two augmented views of an image (the config's own pretraining augmentation) go through the
@@ -28,24 +29,31 @@ from mmengine.runner import set_random_seed
 from mmpretrain.registry import MODELS
 
 import densevit_mm  # noqa: F401
-from densevit_mm.checkpoint import load_checkpoint_file
+from densevit_mm.checkpoint import load_checkpoint_file, load_densevit_state_dict
 from densevit_mm.datasets import IMAGE_EXTENSIONS
 from densevit_mm.evaluation import (correspondence_accuracy, hub_share, rankme,
                                    true_correspondence)
 from densevit_mm.runner_args import CfgOptionsAction
 
 
-def load_model(cfg: Config, checkpoint):
+def load_model(cfg: Config, checkpoint=None, backbone_checkpoint=None):
+    """The config's model with ``checkpoint`` (this model's pretraining: the key view goes
+    through its key encoder), or with ``backbone_checkpoint``'s backbone (any pretraining the
+    transfer configs read: it sees both views), or at random init (the same for both)."""
     # as mmengine's Runner does: the top-level data_preprocessor belongs to the model
     cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     model = MODELS.build(cfg.model)
+    key_backbone = model.backbone
     if checkpoint:
         state = load_checkpoint_file(checkpoint)['state_dict']
         model.load_state_dict(state, strict=True)
         key_backbone = model.target_encoder.module[0]
+    elif backbone_checkpoint:
+        model.init_weights()
+        state, _ = load_densevit_state_dict(backbone_checkpoint)
+        model.backbone.load_state_dict(state, strict=True)
     else:
         model.init_weights()
-        key_backbone = model.backbone
     model.eval()
     return model, key_backbone
 
@@ -106,7 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='pretraining config (model and view augmentation)')
     parser.add_argument('images', help='an image, or a folder of images')
-    parser.add_argument('--checkpoint', help='pretraining checkpoint (default: random init)')
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument('--checkpoint', help='pretraining checkpoint of this config (default: '
+                         'random init)')
+    weights.add_argument('--backbone-checkpoint', help='the backbone of another pretraining '
+                         '(MoCo v3, MAE, DINO, iBOT, timm ...; as the transfer configs read '
+                         'it), for both views')
     parser.add_argument('--out', default='correspondence.png')
     parser.add_argument('--num-images', type=int, default=32,
                         help='images of the folder used for the accuracy')
@@ -121,7 +134,7 @@ def main() -> None:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     set_random_seed(args.seed)  # python, numpy and torch: the view augmentation uses all
-    model, key_backbone = load_model(cfg, args.checkpoint)
+    model, key_backbone = load_model(cfg, args.checkpoint, args.backbone_checkpoint)
     pipeline = view_pipeline(cfg)
     files = [args.images] if osp.isfile(args.images) else sorted(
         f for f in glob.glob(osp.join(args.images, '**', '*'), recursive=True)

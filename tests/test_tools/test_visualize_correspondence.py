@@ -61,3 +61,18 @@ def test_identical_views_match_patch_i_to_patch_i(tmp_path, monkeypatch, capsys,
     assert 'images: 0.062\n' in stdout  # hub share 1/16: every key patch chosen once
     with Image.open(out) as image:
         assert image.format == 'PNG' and image.size == (960, 480)  # 8 x 4 in at 120 dpi
+
+
+def test_another_pretrainings_backbone_sees_both_views(tmp_path):
+    """--backbone-checkpoint (a peer's checkpoint: MoCo v3, MAE ...): its backbone, found as
+    the transfer configs find it, replaces every backbone tensor and also takes the key view."""
+    source = MODELS.build(Config.fromfile(CONFIG).model)
+    source.init_weights()
+    backbone = {f'backbone.{k}': v + 1 for k, v in source.backbone.state_dict().items()}
+    torch.save(dict(state_dict={**backbone, 'neck.decoder.weight': torch.zeros(3)}),
+               tmp_path / 'peer.pth')
+    model, key_backbone = vc.load_model(Config.fromfile(CONFIG), None, str(tmp_path / 'peer.pth'))
+    assert key_backbone is model.backbone
+    state = model.backbone.state_dict()
+    assert len(state) == len(backbone) and all(
+        torch.equal(state[k[len('backbone.'):]], v) for k, v in backbone.items())
