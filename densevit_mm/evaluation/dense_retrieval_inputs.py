@@ -43,9 +43,12 @@ def build_frozen_backbone(cfg, checkpoint: Optional[str], seed: int) -> torch.nn
     With ``checkpoint``, its backbone (prefix ``backbone.``: a pretraining or segmentation
     checkpoint, or a backbone-only file) is loaded strictly.  Without one, the weights are
     random and exactly those a training run of this config with ``randomness.seed=seed`` and
-    ``model.backbone.init_cfg=None`` starts from: mmengine's Runner seeds, builds the whole
-    segmentor, and initialises it, in that order (the neck and head are built here, too,
-    because their construction draws from the same generator).
+    ``model.backbone.init_cfg=None`` starts from: mmengine's (0.10) Runner seeds, builds the
+    whole segmentor, builds the train loop and only then initialises the weights.  The neck
+    and head are built here too, because their construction draws from the same generator,
+    and so does an ``IterBasedTrainLoop``'s build: it opens the data loader's iterator, which
+    takes its base seed from the global generator (one int64 draw).  Checked against the
+    frozen backbone of a linear-probe run from random init (bit-identical).
     """
     from mmengine.registry import init_default_scope
     from mmengine.runner import set_random_seed
@@ -59,6 +62,8 @@ def build_frozen_backbone(cfg, checkpoint: Optional[str], seed: int) -> torch.nn
         model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
         set_random_seed(seed)
         model = MODELS.build(model_cfg)
+        if (cfg.get('train_cfg') or {}).get('type') == 'IterBasedTrainLoop':
+            torch.empty((), dtype=torch.int64).random_()  # the loop's iterator base seed
         model.init_weights()
         backbone = model.backbone
     else:

@@ -154,3 +154,25 @@ def test_tool_errors(tiny_set, tmp_path):
     with pytest.raises(SystemExit, match='checkpoint .* does not exist'):
         tool.main([CONFIG, '--data-root', tiny_set, '--checkpoint', str(tmp_path / 'x.pth'),
                    *DEBUG])
+
+
+def test_random_init_is_the_start_of_a_training_run(tiny_set, tmp_path, monkeypatch):
+    from mmengine.runner import IterBasedTrainLoop, Runner
+    cfg = _debug_cfg()
+    cfg.merge_from_dict({
+        'model.backbone.init_cfg': None, 'model.backbone.out_indices': (0,),
+        'model.backbone.frozen_stages': 1, 'randomness': dict(seed=3),
+        'train_dataloader.dataset.data_root': tiny_set, 'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False})
+    for key in ('val_dataloader', 'val_cfg', 'val_evaluator', 'test_dataloader', 'test_cfg',
+                'test_evaluator'):
+        cfg[key] = None
+    cfg.work_dir = str(tmp_path)
+    # everything Runner.train does up to the first iteration, then stop
+    monkeypatch.setattr(IterBasedTrainLoop, 'run', lambda loop: loop.runner.model)
+    runner = Runner.from_cfg(cfg)
+    started = runner.train().backbone.state_dict()
+    ours = build_frozen_backbone(_debug_cfg(), None, 3).state_dict()
+    assert started.keys() == ours.keys()
+    for key in started:
+        assert torch.equal(started[key], ours[key]), key
