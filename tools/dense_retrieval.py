@@ -96,7 +96,6 @@ def main(argv=None) -> dict:
                     input_size=args.input_size, num_train=len(train), num_val=len(val))
     runs = []
     for seed in args.seeds:
-        backbone = None
         if args.oracle:
             patch_size = cfg.model.backbone.get('patch_size', 16)
             feature_fn = label_oracle_features(patch_size, spec['num_classes'],

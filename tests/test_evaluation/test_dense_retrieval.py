@@ -151,6 +151,12 @@ def test_tool_errors(tiny_set, tmp_path):
     with pytest.raises(SystemExit, match='k = 1000 neighbours asked of a memory bank of 128'):
         tool.main([CONFIG, '--data-root', tiny_set, '--seeds', '0', '--passes', '1',
                    '--input-size', '64', '--k', '1000', *DEBUG])
+    with pytest.raises(SystemExit, match=r'layers \[5\] are not all among the backbone\'s 1'):
+        tool.main([CONFIG, '--data-root', tiny_set, '--seeds', '0', '--passes', '1',
+                   '--input-size', '64', '--layer', '5', *DEBUG])
+    with pytest.raises(SystemExit, match='input_size 72 is not a multiple of the patch size'):
+        tool.main([CONFIG, '--data-root', tiny_set, '--seeds', '0', '--passes', '1',
+                   '--input-size', '72', *DEBUG])
     with pytest.raises(SystemExit, match='checkpoint .* does not exist'):
         tool.main([CONFIG, '--data-root', tiny_set, '--checkpoint', str(tmp_path / 'x.pth'),
                    *DEBUG])
