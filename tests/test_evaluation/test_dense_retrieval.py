@@ -138,6 +138,23 @@ def test_label_oracle_retrieves_pure_patches_perfectly(tiny_set):
     assert result['mIoU'] > 0.8 * ceiling['mIoU']
 
 
+def test_protocol_errors():
+    from mmpretrain.registry import MODELS
+    backbone = MODELS.build(dict(type='DenseViT', arch='densevit-debug', img_size=32,
+                                 out_type='featmap'))
+    images, labels = torch.zeros(1, 3, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long)
+    assert BackboneFeatures(backbone, [-1])(images, labels).shape == (1, 4, 192)
+    with pytest.raises(ValueError, match=r"layers \[5\] are not all among the backbone's 1"):
+        BackboneFeatures(backbone, [5])(images, labels)
+    samples = [(images[0], labels[0])]
+    with pytest.raises(ValueError, match='input_size 40 is not a multiple of the patch size'):
+        evaluate_dense_retrieval(label_oracle_features(16, 5), samples, samples, 5, 16, 0,
+                                 input_size=40)
+    with pytest.raises(ValueError, match='label_mode must be one of'):
+        evaluate_dense_retrieval(label_oracle_features(16, 5), samples, samples, 5, 16, 0,
+                                 input_size=32, k=1, label_mode='soft')
+
+
 def test_tool_errors(tiny_set, tmp_path):
     tool = load_tool('dense_retrieval')
     with pytest.raises(SystemExit, match='data root .* does not exist'):
@@ -151,12 +168,6 @@ def test_tool_errors(tiny_set, tmp_path):
     with pytest.raises(SystemExit, match='k = 1000 neighbours asked of a memory bank of 128'):
         tool.main([CONFIG, '--data-root', tiny_set, '--seeds', '0', '--passes', '1',
                    '--input-size', '64', '--k', '1000', *DEBUG])
-    with pytest.raises(SystemExit, match=r'layers \[5\] are not all among the backbone\'s 1'):
-        tool.main([CONFIG, '--data-root', tiny_set, '--seeds', '0', '--passes', '1',
-                   '--input-size', '64', '--layer', '5', *DEBUG])
-    with pytest.raises(SystemExit, match='input_size 72 is not a multiple of the patch size'):
-        tool.main([CONFIG, '--data-root', tiny_set, '--seeds', '0', '--passes', '1',
-                   '--input-size', '72', *DEBUG])
     with pytest.raises(SystemExit, match='checkpoint .* does not exist'):
         tool.main([CONFIG, '--data-root', tiny_set, '--checkpoint', str(tmp_path / 'x.pth'),
                    *DEBUG])
