@@ -9,12 +9,16 @@
 # - decoder: 128 wide, 3 blocks, 4 heads, MLP ratio 4 (512 / 8 / 16 / 4): width x 1/4 and
 #   depth x 1/3 (8/3, rounded up), as the encoder shrank; heads keep the recipe's 32 channels
 # - epochs: 8 (300); warm-up: 1 epoch (40), about the same share; cosine to 0 over the rest
-# - batch: 64 on one process (4096 on 8 GPUs); lr by the recipe's rule 1.5e-4 * batch / 256
+# - batch: 64 on one process (4096 on 8 GPUs)
+# - lr: 1e-3 at batch 64, DenseViT's (./densevit-mini_pretrain_builtin.py) for the same
+#   8-epoch schedule. The recipe's rule (1.5e-4 * batch / 256 = 3.75e-5) is made for 300
+#   epochs: over 256 steps it left the linear probe at the all-background floor (15.16 +- 0.06
+#   mIoU, 3 seeds; docs/peers.md), so the peers get the lr our method trains with
 # - augmentation: the recipe's RandomResizedCrop (scale 0.2-1, bicubic) + flip, at 96 pixels
 # Kept as the recipe: AdamW (betas 0.9, 0.95; weight decay 0.05, none on norms, biases,
 # position embeddings, mask and CLS tokens), mask ratio 0.75, the loss on normalised pixels
 # (norm_pix, L2 on the masked patches), the fixed sin-cos position embeddings, Xavier init,
-# warm-up start factor 1e-4.  Nothing was tuned below the recipe.
+# warm-up start factor 1e-4.  Nothing was tuned for this benchmark.
 #
 # Optimizer wrapper: mmengine's plain OptimWrapper.  GuardedOptimWrapper exists for
 # DenseViTSelfSup, whose queues may take only an applied step's keys; MAE keeps no state
@@ -32,7 +36,7 @@ _base_ = [
 img_size = 96
 patch_size = 16
 batch_size = 64
-base_lr = 1.5e-4  # per 256 images (MAE's rule)
+lr = 1e-3  # DenseViT's at this batch and schedule (the recipe's rule: 1.5e-4 per 256 images)
 max_epochs = 8
 mini_arch = dict(embed_dims=192, num_layers=4, num_heads=3, feedforward_channels=768)
 
@@ -76,7 +80,7 @@ train_dataloader = dict(
 
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=base_lr * batch_size / 256, betas=(0.9, 0.95),
+    optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.95),
                    weight_decay=0.05),
     paramwise_cfg=dict(
         custom_keys={
