@@ -27,9 +27,13 @@ PUBLISHED_CSV = osp.join(osp.dirname(__file__), 'published_results.csv')
 METRICS = {'mIoU': 'mIoU', 'coco/bbox_mAP': 'APbox', 'coco/segm_mAP': 'APmask'}
 # a run whose backbone is frozen whole reports its metrics under '<name> frozen'; configs
 # may name their own column; these come first, in this order
-COLUMNS = ('mIoU linear (frozen)', 'mIoU FPN (frozen backbone)', 'mIoU FPN (fine-tuned)', 'mIoU',
-           'mIoU frozen', 'APbox', 'APmask')
+RETRIEVAL = 'mIoU k-NN retrieval (no training)'  # tools/dense_retrieval.py's results
+RETRIEVAL_FILE = 'dense_retrieval.json'
+COLUMNS = ('mIoU linear (frozen)', 'mIoU FPN (frozen backbone)', RETRIEVAL,
+           'mIoU FPN (fine-tuned)', 'mIoU', 'mIoU frozen', 'APbox', 'APmask')
 RANDOM_INIT, ORACLE = 'Random init', 'Supervised oracle (labels)'
+# other self-supervised algorithms, by their registered model type
+PEER_NAMES = {'MoCoV3': 'MoCo v3', 'MAE': 'MAE', 'DINO': 'DINO', 'IBOT': 'iBOT'}
 
 
 @dataclass
@@ -141,6 +145,8 @@ def describe_pretraining(checkpoint: Optional[str]) -> tuple:
     loss_lambda = cfg.model.get('loss_lambda')
     if cfg.model.get('type') == 'EncoderDecoder':  # a segmentation model trained with labels
         return ORACLE, f"{meta.get('iter', '?')} iters"
+    if cfg.model.type in PEER_NAMES:
+        return PEER_NAMES[cfg.model.type], str(meta.get('epoch', '?'))
     if loss_lambda is None:
         return f'{cfg.model.type} ({osp.basename(checkpoint)})', str(meta.get('epoch', '?'))
     method = ('Global-only contrastive (lambda=0)' if loss_lambda == 0 else
@@ -165,6 +171,27 @@ def _data_root(cfg: Config) -> str:
     while 'dataset' in dataset:
         dataset = dataset.dataset
     return dataset.get('data_root', '')
+
+
+def _retrieval_results(root: str, left_out: list) -> List[tuple]:
+    """``(file, checkpoint, config path, data root, one mIoU per seed)`` of each
+    :data:`RETRIEVAL_FILE` below ``root`` (written by ``tools/dense_retrieval.py --out``)."""
+    found = []
+    for path in sorted(glob.glob(osp.join(root, '**', RETRIEVAL_FILE), recursive=True)):
+        try:
+            with open(path) as f:
+                result = json.load(f)
+            settings = result['settings']
+            values = [float(v) for v in result['mIoU_per_seed']]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            left_out.append((path, f'not a complete dense retrieval result '
+                                   f'({type(err).__name__}: {err})'))
+            continue
+        if settings.get('oracle'):  # perfect features: a ceiling, not a backbone
+            continue
+        found.append((path, settings.get('checkpoint'), settings.get('config', ''),
+                      settings.get('data_root', ''), values))
+    return found
 
 
 def collect(root: str) -> Collection:
@@ -205,6 +232,18 @@ def collect(root: str) -> Collection:
             column = named if named and name == 'mIoU' else name + suffix
             row.metrics.setdefault(column, []).append(value)
         row.configs.append(osp.basename(label))
+    for path, checkpoint, config, data_root, values in _retrieval_results(root, left_out):
+        try:
+            method, epochs = describe_pretraining(checkpoint)
+            arch = Config.fromfile(config).model.backbone.get('arch', '?')
+        except (CheckpointFileError, OSError) as err:
+            left_out.append((path, f'its checkpoint or config could not be read: {err}'))
+            continue
+        data = 'built-in (generated)' if _is_builtin(data_root) else 'real'
+        key = (method, checkpoint or '', _arch_name(arch), data)
+        row = rows.setdefault(key, Row(method, key[2], epochs, checkpoint or '-', data))
+        row.metrics.setdefault(RETRIEVAL, []).extend(values)
+        row.configs.append(osp.basename(osp.dirname(path)))
     return Collection(list(rows.values()), left_out, skipped)
 
 

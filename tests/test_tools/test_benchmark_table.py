@@ -212,3 +212,43 @@ def test_every_cell_shows_its_number_of_runs_and_one_run_has_no_std():
     # one run per start: a gap, but no seed std to weigh it against
     table = calibration_markdown(calibrate({'mIoU': [12.5]}, {'mIoU': [30.0]}, ['mIoU']))
     assert table.splitlines()[-1] == '| mIoU | 12.5 (1) | 30.0 (1) | 17.5 | - | - | needs seeds |'
+
+
+def test_peers_are_named_and_retrieval_results_join_their_rows(tmp_path, repo_root):
+    """A MoCo v3 checkpoint gives the row 'MoCo v3'; tools/dense_retrieval.py's JSON joins
+    the row of its checkpoint with one value per bank seed; a cut JSON is named and left out,
+    and the label oracle (perfect features) is no row."""
+    data = tmp_path / 'data'
+    os.makedirs(data / 'ade')
+    (data / BUILTIN_MARKER).write_text('{}')
+    peer = tmp_path / 'mocov3.pth'
+    torch.save(dict(meta=dict(cfg="model = dict(type='MoCoV3')", epoch=8), state_dict={}), peer)
+    root = tmp_path / 'runs'
+    fake_run(root / 'linear_mocov3_seed0', str(peer), str(data / 'ade'), {'mIoU': 18.5},
+             frozen_stages=12, column='mIoU linear (frozen)')
+    config = tmp_path / 'linear.py'  # the backbone of fake_run's configs
+    config.write_text("model = dict(backbone=dict(arch='densevit-s'))\n")
+
+    def retrieval(name, checkpoint, values, oracle=False):
+        os.makedirs(root / name)
+        (root / name / 'dense_retrieval.json').write_text(json.dumps(dict(
+            mIoU_per_seed=values, settings=dict(config=str(config), checkpoint=checkpoint,
+                                                data_root=str(data / 'ade'), oracle=oracle))))
+    retrieval('retrieval_mocov3', str(peer), [24.0, 25.0, 26.0])
+    retrieval('retrieval_random', None, [23.0, 23.5, 24.0])
+    retrieval('retrieval_labels', None, [69.0], oracle=True)
+    os.makedirs(root / 'retrieval_cut')
+    (root / 'retrieval_cut' / 'dense_retrieval.json').write_text('{"mIoU_per')
+    out = tmp_path / 'results'
+    result = subprocess.run([sys.executable, osp.join(repo_root, 'tools/benchmark_table.py'),
+                             str(root), '--out', str(out)], capture_output=True, text=True,
+                            cwd=repo_root)
+    assert result.returncode == 0, result.stderr
+    markdown = (out / 'results.md').read_text()
+    assert ('| MoCo v3 | densevit-s | 8 | 18.5 (1) | 25.0 ± 1.0 (3) | built-in (generated) '
+            '| linear_mocov3_seed0, retrieval_mocov3 |') in markdown
+    assert ('| Random init | densevit-s | 0 | - | 23.5 ± 0.5 (3) | built-in (generated) | '
+            'retrieval_random |') in markdown
+    assert 'retrieval_labels' not in markdown
+    assert f'- {root / "retrieval_cut" / "dense_retrieval.json"}: not a complete dense ' \
+        'retrieval result (JSONDecodeError' in markdown
