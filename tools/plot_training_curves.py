@@ -57,8 +57,8 @@ TERMS: Dict[str, List[Term]] = {
     'MoCoV3': [Term('loss', 'InfoNCE (per view order)',
                     lambda cfg: 1 / (2 * cfg.model.head.loss.loss_weight), _batch_chance)],
     'MAE': [Term('loss', 'pixel MSE (normalised patches)', _unit, _unit)],
-    'DINO': [Term('loss_dino', 'DINO [CLS] cross-entropy', _unit, _prototype_chance)],
-    'IBOT': [Term('loss_cls', '[CLS] cross-entropy', _unit, _prototype_chance),
+    'DINO': [Term('loss_cls', '[CLS] cross-entropy', _unit, _prototype_chance)],
+    'iBOT': [Term('loss_cls', '[CLS] cross-entropy', _unit, _prototype_chance),
              Term('loss_patch', 'masked-patch cross-entropy', _unit, _prototype_chance)],
 }
 ACCURACY = 'corr_acc'

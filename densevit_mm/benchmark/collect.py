@@ -33,7 +33,7 @@ COLUMNS = ('mIoU linear (frozen)', 'mIoU FPN (frozen backbone)', RETRIEVAL,
            'mIoU FPN (fine-tuned)', 'mIoU', 'mIoU frozen', 'APbox', 'APmask')
 RANDOM_INIT, ORACLE = 'Random init', 'Supervised oracle (labels)'
 # other self-supervised algorithms, by their registered model type
-PEER_NAMES = {'MoCoV3': 'MoCo v3', 'MAE': 'MAE', 'DINO': 'DINO', 'IBOT': 'iBOT'}
+PEER_NAMES = {'MoCoV3': 'MoCo v3', 'MAE': 'MAE', 'DINO': 'DINO', 'iBOT': 'iBOT'}
 
 
 @dataclass
