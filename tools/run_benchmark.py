@@ -42,11 +42,26 @@ from densevit_mm.datasets import BUILTIN_MARKER
 FULL = dict(epochs=8, images=2048, labelled=(64, 128), oracle=(2048, 300), iters=None)
 QUICK = dict(epochs=1, images=32, labelled=(8, 4), oracle=(16, 2), iters=2)
 # configs relative to the repository, where the stages run
+# pretrainings, the longest first (stages start in this order, two at a time); the main job
+# runs DEFAULT_METHODS, --methods all every one
 PRETRAIN_CONFIGS = {
+    'mocov3': 'configs/builtin/mocov3-mini_pretrain_builtin.py',
     'densevit': 'configs/builtin/densevit-mini_pretrain_builtin.py',
+    'ibot': 'configs/builtin/ibot-mini_pretrain_builtin.py',
+    'dino': 'configs/builtin/dino-mini_pretrain_builtin.py',
     'globalonly': 'configs/builtin/globalonly-mini_pretrain_builtin.py',
+    'mae': 'configs/builtin/mae-mini_pretrain_builtin.py',
 }
+DEFAULT_METHODS = ('mocov3', 'densevit', 'mae')
+# the models whose own matching the diagnostics use; the others' backbones are matched by
+# DenseViT's rule (tools/visualize_correspondence.py --backbone-checkpoint)
+OWN_MATCHING = ('densevit', 'globalonly')
 ORACLE_CONFIG = 'configs/builtin/fpn_densevit-mini_builtin-seg.py'
+# the dense retrieval column (tools/dense_retrieval.py): the linear probe's config gives the
+# backbone and the data; 3 augmented passes (docs/builtin_benchmark.md: as separating as 10)
+RETRIEVAL_CONFIG = 'configs/builtin/linear_densevit-mini_builtin-seg.py'
+RETRIEVAL_OPTIONS = ['--passes', '3', '--k', '30', '--temperature', '0.02', '--layer', '-1',
+                     '--input-size', '128']
 # transfer protocols: config, iterations, data set, and whether the main job runs them
 PROTOCOLS = {
     'linear': dict(config='configs/builtin/linear_densevit-mini_builtin-seg.py', iters=200,
@@ -84,14 +99,16 @@ def transfer_stage(protocol: str, start: str, checkpoint: Optional[str], seed: i
 
 
 def diagnose(config: str, checkpoint: Optional[str], images: str, picture: str,
-             num_images: int = 64, cfg_options: Sequence[str] = ()) -> dict:
+             num_images: int = 64, cfg_options: Sequence[str] = (),
+             own_model: bool = True) -> dict:
     """Correspondence accuracy, RankMe and hub share of a backbone (and the picture of its
     matches), from tools/visualize_correspondence.py; ``cfg_options`` are the overrides the
-    checkpoint was pretrained with (its queue lengths, its matching)."""
+    checkpoint was pretrained with (its queue lengths, its matching); ``own_model``: the
+    checkpoint is ``config``'s pretraining, else only its backbone is read."""
     command = [sys.executable, osp.join(ROOT, 'tools/visualize_correspondence.py'), config,
                images, '--out', picture, '--num-images', str(num_images)]
     if checkpoint:
-        command += ['--checkpoint', checkpoint]
+        command += ['--checkpoint' if own_model else '--backbone-checkpoint', checkpoint]
     if cfg_options:
         command += ['--cfg-options', *cfg_options]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -146,8 +163,9 @@ def plan(args, size) -> dict:
     images, iters = size['oracle']
     oracle_root = osp.join(d, 'oracle', 'ADEChallengeData2016')
     starts['oracle'] = osp.join(w, 'oracle', f'iter_{iters}.pth')
-    # not validated: only its backbone counts, through the transfer protocols
-    groups['oracle'] = [] if 'oracle' not in args.starts else [train_stage(
+    # not validated: only its backbone counts, through the transfer protocols; it runs beside
+    # the pretrainings (after the longest has started)
+    groups['pretrain'] += [] if 'oracle' not in args.starts else [train_stage(
         'supervised oracle', 'oracle', ORACLE_CONFIG, osp.join(w, 'oracle'), [
             'model.backbone.init_cfg=None', f'train_cfg.max_iters={iters}',
             f'default_hooks.checkpoint.interval={iters}', 'randomness.seed=0',
@@ -157,7 +175,22 @@ def plan(args, size) -> dict:
         transfer_stage(protocol, start, starts[start], seed, d, w, size['iters'])
         for protocol in args.protocols for start in args.starts
         for seed in range(args.seeds)]
+    groups['retrieval'] = [retrieval_stage(start, starts[start], args.seeds, d, w)
+                           for start in args.starts]
     return groups
+
+
+def retrieval_stage(start: str, checkpoint: Optional[str], seeds: int, data_root: str,
+                    work_root: str) -> Stage:
+    """The k-NN retrieval column of one start, every bank seed in one process."""
+    out = osp.join(work_root, f'retrieval_{start}', 'dense_retrieval.json')
+    command = [sys.executable, osp.join(ROOT, 'tools/dense_retrieval.py'), RETRIEVAL_CONFIG,
+               '--data-root', osp.join(data_root, 'ade', 'ADEChallengeData2016'),
+               '--seeds', *map(str, range(seeds)), *RETRIEVAL_OPTIONS, '--out', out]
+    if checkpoint:
+        command += ['--checkpoint', checkpoint]
+    return Stage(f'retrieval {start}', 'retrieval', command,
+                 inputs=[checkpoint] if checkpoint else [], outputs=[out])
 
 
 def report(args, size) -> None:
@@ -171,16 +204,17 @@ def report(args, size) -> None:
                              '--out', osp.join(results, 'training_curves.png')],
                        check=True, cwd=ROOT)
     images = osp.join(args.data_root, 'pretrain')
-    runs = [('random init', PRETRAIN_CONFIGS['densevit'], None)] * ('random' in args.starts) + [
-        (m, PRETRAIN_CONFIGS[m], osp.join(args.work_dir, f'pretrain_{m}',
-                                          f'epoch_{size["epochs"]}.pth'))
+    runs = [('random init', None, None)] * ('random' in args.starts) + [
+        (m, m, osp.join(args.work_dir, f'pretrain_{m}', f'epoch_{size["epochs"]}.pth'))
         for m in args.methods]
-    # the model as pretrained (its queues, its matching), on the same views for every run
+    # DenseViT's models as pretrained (their queues, their matching); the other backbones
+    # matched by DenseViT's rule; the same views for every run
     model_options = [o for o in args.pretrain_options or () if o.startswith('model.')]
-    diagnostics = {name: diagnose(config, checkpoint, images, osp.join(
-        results, f'correspondence_{name.replace(" ", "_")}.png'),
-        cfg_options=model_options)
-        for name, config, checkpoint in runs}
+    diagnostics = {name: diagnose(
+        PRETRAIN_CONFIGS[method if method in OWN_MATCHING else 'densevit'], checkpoint, images,
+        osp.join(results, f'correspondence_{name.replace(" ", "_")}.png'),
+        cfg_options=model_options, own_model=method in OWN_MATCHING)
+        for name, method, checkpoint in runs}
     with open(osp.join(results, 'diagnostics.json'), 'w') as f:
         json.dump(diagnostics, f, indent=2)
     subprocess.run(py + [osp.join(ROOT, 'tools/benchmark_table.py'), args.work_dir,
@@ -201,8 +235,8 @@ def main() -> None:
                         help='tiny sizes: checks the pipeline in a few minutes')
     parser.add_argument('--epochs', type=int,
                         help=f'pretraining epochs (default {FULL["epochs"]}; each adds about '
-                             f'{2 * ESTIMATE["pretrain"] / FULL["epochs"]:.0f} s to the two '
-                             'pretrainings on 2 CPU cores)')
+                             f'{ESTIMATE["pretrain"] / FULL["epochs"]:.0f} s to each '
+                             'pretraining on one CPU core)')
     parser.add_argument('--seeds', type=int, default=3, help='seeds per transfer run')
     parser.add_argument('--protocols', nargs='+', choices=sorted(PROTOCOLS),
                         default=[p for p, spec in PROTOCOLS.items() if spec['default']],
@@ -211,12 +245,19 @@ def main() -> None:
                         help='transfer runs at a time, the cores shared among them (default 2)')
     parser.add_argument('--pretrain-options', nargs='+', metavar='KEY=VALUE',
                         help='--cfg-options for the pretrainings (a recipe change)')
-    parser.add_argument('--methods', nargs='*', choices=sorted(PRETRAIN_CONFIGS),
-                        default=list(PRETRAIN_CONFIGS), help='pretrainings to run')
-    parser.add_argument('--starts', nargs='+', default=['random', 'oracle'] + list(
-                            PRETRAIN_CONFIGS), help='backbones the transfer protocols start '
-                        'from: random, oracle and the pretrained --methods')
+    parser.add_argument('--methods', nargs='*', choices=sorted(PRETRAIN_CONFIGS) + ['all'],
+                        default=list(DEFAULT_METHODS),
+                        help=f'pretrainings to run (default: {" ".join(DEFAULT_METHODS)}; '
+                        f'all: {" ".join(PRETRAIN_CONFIGS)})')
+    parser.add_argument('--starts', nargs='+', help='backbones the transfer protocols start '
+                        'from (default: random, oracle and the pretrained --methods)')
     args = parser.parse_args()
+    if 'all' in args.methods:
+        args.methods = list(PRETRAIN_CONFIGS)
+    # in PRETRAIN_CONFIGS' order: the longest pretraining starts first
+    args.methods = [m for m in PRETRAIN_CONFIGS if m in args.methods]
+    if args.starts is None:
+        args.starts = ['random', 'oracle'] + args.methods
     unknown = set(args.starts) - {'random', 'oracle', *args.methods}
     if unknown:
         parser.error(f'--starts {sorted(unknown)}: neither random, oracle nor a --methods one')
@@ -240,7 +281,7 @@ def main() -> None:
     runner = StageRunner(len(stages) + 1, osp.join(args.work_dir, 'logs'), jobs=args.jobs,
                          record_dir=osp.join(args.work_dir, 'stages'))
     to_run = {stage.name for stage in runner.to_run(stages + [summary])}
-    parallel = dict(data=False, pretrain=True, oracle=False, transfer=True)
+    parallel = dict(data=False, pretrain=True, transfer=True, retrieval=True)
     names = list(groups)
     with runner.handle_signals():
         for i, name in enumerate(names):
