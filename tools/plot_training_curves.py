@@ -129,7 +129,8 @@ def main() -> None:
                 print(f'{work_dir}: no {term.key} logged (a run older than this plot?)')
                 continue
             scale = term.scale(cfg)
-            ax.plot(steps, [v * scale for v in values], color=color, label=term.label)
+            ax.plot(steps, [v * scale for v in values], color=color, label=term.label,
+                    marker='.' if len(steps) < 10 else None)  # a short run: its points
             chance = term.chance(cfg, processes)
             ax.axhline(chance, color=color, ls='--', lw=0.8,
                        label=f'chance {chance:.2f}')
