@@ -4,9 +4,10 @@
 # COCO-layout set (64 labelled 128-px images; COCO box AP on its 128 validation images).
 # Data, schedule shape and optimizer are ./retinanet-frozen_densevit-mini_builtin-det.py's.
 # Calibration (2026-11-30, 3 seeds, AP x 100): random init 2.3 +- 0.1, oracle 4.7 +- 0.3,
-# 10 pooled seed deviations apart, about 23 CPU-seconds a run with start-up; 60 iterations
-# gave 2.8 +- 0.3 / 5.7 +- 0.4 (7.9) for 30 s, RetinaNet 5.7, frozen Mask R-CNN 0.1 AP at five
-# times the cost.  Random init: --cfg-options model.backbone.init_cfg=None
+# 10 pooled seed deviations apart, DenseViT 2.2 +- 0.2; about 23 CPU-seconds a run with
+# start-up.  60 iterations: 2.8 +- 0.3 / 5.7 +- 0.4 (7.9 deviations), DenseViT 3.5 +- 0.3, for
+# 30 s.  RetinaNet: 5.7 deviations; frozen Mask R-CNN ranks them at six times the cost.
+# Random init: --cfg-options model.backbone.init_cfg=None
 _base_ = ['./retinanet-frozen_densevit-mini_builtin-det.py']
 
 benchmark_column = 'APbox (FCOS, frozen backbone)'  # tools/benchmark_table.py's column
