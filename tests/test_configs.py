@@ -32,11 +32,18 @@ def mlp_params(in_dims: int, hidden: int, out_dims: int = 128) -> int:
 # width, depth, input size, CLS token, projection MLPs of a pretraining model (number, hidden)
 ARCHS = {
     'configs/builtin/densevit-mini_pretrain_builtin.py': (192, 4, 96, True, (2, 512)),
+    'configs/builtin/fcos-frozen_densevit-mini_builtin-det.py': (192, 4, 128, True, None),
     'configs/builtin/fpn-frozen_densevit-mini_builtin-seg.py': (192, 4, 128, True, None),
     'configs/builtin/fpn_densevit-mini_builtin-seg.py': (192, 4, 128, True, None),
+    'configs/builtin/dino-mini_pretrain_builtin.py': (192, 4, 96, True, None),
     'configs/builtin/globalonly-mini_pretrain_builtin.py': (192, 4, 96, True, (1, 512)),
+    'configs/builtin/ibot-mini_pretrain_builtin.py': (192, 4, 96, True, None),
     'configs/builtin/linear_densevit-mini_builtin-seg.py': (192, 4, 128, True, None),
+    'configs/builtin/mae-mini_pretrain_builtin.py': (192, 4, 96, True, None),
     'configs/builtin/mask-rcnn_densevit-mini_builtin-det.py': (192, 4, 128, False, None),
+    'configs/builtin/mask-rcnn-frozen_densevit-mini_builtin-det.py': (192, 4, 128, True, None),
+    'configs/builtin/mocov3-mini_pretrain_builtin.py': (192, 4, 96, True, None),
+    'configs/builtin/retinanet-frozen_densevit-mini_builtin-det.py': (192, 4, 128, True, None),
     'configs/classification/linear_probe_densevit_s.py': (384, 12, 224, True, None),
     'configs/detection/mask-rcnn_densevit-b_simplefpn_16xb4-lsj-100e_coco.py':
         (768, 12, 1024, False, None),

@@ -32,7 +32,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # seconds a stage of each kind takes on 2 CPU cores (two at a time for the pretrainings and
 # the transfer runs), until one has been measured
 ESTIMATE = dict(data=45, pretrain=280, oracle=120, linear=25, fpnfrozen=35, finetune=90,
-                det=300, retrieval=25, report=60)
+                det=300, fcos=25, retinanet=35, maskrcnnfrozen=150, retrieval=25, report=60)
 # seconds the stages have to stop after SIGTERM (a training run saves a checkpoint at its
 # next iteration, one to a few seconds here) before they are killed
 STOP_GRACE = 60

@@ -1,14 +1,15 @@
 """The whole DenseViT pipeline on built-in generated data, with progress and ETA.
 
     python tools/run_benchmark.py [--work-dir work_dirs/builtin] [--data-root data/builtin]
-        [--quick] [--epochs 8] [--seeds 3] [--protocols linear fpnfrozen] [--jobs 2]
-        [--pretrain-options key=value ...]
+        [--quick] [--epochs 8] [--seeds 3] [--protocols linear fcos] [--jobs 2]
+        [--methods mocov3 densevit mae | all] [--pretrain-options key=value ...]
 
 Stages: generate the data (deterministic; with a labelled split of its own for the oracle),
-pretrain DenseViT (lambda 0.5) and the global-only baseline (lambda 0), train the supervised
-oracle (the segmentation model on the oracle's labelled scenes, whose backbone is what a
-good pretraining could reach), then run every transfer protocol from random init, the
-oracle and both pretrainings, once per seed, ``--jobs`` at a time; finally write the table
+pretrain DenseViT (lambda 0.5) and its peers MoCo v3 and MAE (``--methods all`` adds DINO, iBOT
+and the global-only baseline), train the supervised oracle (the segmentation model on the
+oracle's labelled scenes, whose backbone is what a good pretraining could reach), then run
+every transfer protocol from random init, the oracle and each pretraining, once per seed,
+and the retrieval column, ``--jobs`` at a time; finally write the table
 (mean ± std over seeds, and the calibration: each column's oracle gap against its seed
 spread), the training curves, the correspondence pictures and diagnostics to
 <work-dir>/results.  Each training stage runs ``python -m densevit_mm.train`` in its own
@@ -18,10 +19,13 @@ Stopped (Ctrl-C, SIGTERM: the stages save a checkpoint and stop, exit 130 / 143)
 the same command continues: the stages done with the same arguments are reused (their
 records are in <work-dir>/stages), a stopped training run resumes from its checkpoint.
 
-Protocols (PROTOCOLS below): ``linear`` (a linear probe on the frozen last
-layer) and ``fpnfrozen`` (Semantic FPN on the frozen backbone) by default; ``finetune``
-(Semantic FPN, whole backbone fine-tuned) and ``det`` (Mask R-CNN) separate random init from
-the oracle by less than three seed deviations at this budget and are left out (docs/).
+Protocols (PROTOCOLS below): ``linear`` (a linear probe on the frozen last layer) and
+``fcos`` (box AP of an FCOS head on the frozen backbone, the cheapest detection design that
+separates the oracle from random init) by default, and the k-NN retrieval column of every
+start (no training); ``fpnfrozen`` (Semantic FPN on the frozen backbone) and ``retinanet``
+pass calibration too but are left out of the main job's 20 minutes; ``finetune`` (Semantic
+FPN, whole backbone fine-tuned), ``det`` (Mask R-CNN fine-tuned) and ``maskrcnnfrozen`` do not
+separate at this budget (docs/builtin_benchmark.md).
 """
 import argparse
 import json
@@ -67,7 +71,14 @@ PROTOCOLS = {
     'linear': dict(config='configs/builtin/linear_densevit-mini_builtin-seg.py', iters=200,
                    data='ade', default=True),
     'fpnfrozen': dict(config='configs/builtin/fpn-frozen_densevit-mini_builtin-seg.py',
-                      iters=100, data='ade', default=True),
+                      iters=100, data='ade', default=False),
+    # box AP on the frozen backbone; iterations as in the config (its lr step depends on them)
+    'fcos': dict(config='configs/builtin/fcos-frozen_densevit-mini_builtin-det.py', iters=40,
+                 data='coco', default=True),
+    'retinanet': dict(config='configs/builtin/retinanet-frozen_densevit-mini_builtin-det.py',
+                      iters=60, data='coco', default=False),
+    'maskrcnnfrozen': dict(config='configs/builtin/mask-rcnn-frozen_densevit-mini_builtin-det.py',
+                           iters=60, data='coco', default=False),
     'finetune': dict(config='configs/builtin/fpn_densevit-mini_builtin-seg.py', iters=300,
                      data='ade', default=False),
     'det': dict(config='configs/builtin/mask-rcnn_densevit-mini_builtin-det.py', iters=120,

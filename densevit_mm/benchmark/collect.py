@@ -1,8 +1,8 @@
 """Read mmengine work dirs into benchmark rows: method, backbone, pretraining, mIoU, AP.
 
 Runs that differ only by their seed fall into the same row and column: the table shows
-``mean ± std (n)``, and ``mean (n)`` for a single run.  A config may name its column
-(``benchmark_column = 'mIoU linear'``); otherwise a frozen backbone's mIoU goes to
+``mean ± std (n)``, and ``mean (n)`` for a single run.  A config may name the column of its
+mIoU or box AP (``benchmark_column = 'mIoU linear'``); otherwise a frozen backbone's mIoU goes to
 ``mIoU frozen`` and a fine-tuned one to ``mIoU``.  Trees of cut runs are read too: a log line
 that is no JSON (a run killed mid-write) is skipped and named, and a work dir that gives no
 row is listed with the reason.
@@ -30,6 +30,7 @@ METRICS = {'mIoU': 'mIoU', 'coco/bbox_mAP': 'APbox', 'coco/segm_mAP': 'APmask'}
 RETRIEVAL = 'mIoU k-NN retrieval (no training)'  # tools/dense_retrieval.py's results
 RETRIEVAL_FILE = 'dense_retrieval.json'
 COLUMNS = ('mIoU linear (frozen)', 'mIoU FPN (frozen backbone)', RETRIEVAL,
+           'APbox (FCOS, frozen backbone)', 'APbox (RetinaNet, frozen backbone)',
            'mIoU FPN (fine-tuned)', 'mIoU', 'mIoU frozen', 'APbox', 'APmask')
 RANDOM_INIT, ORACLE = 'Random init', 'Supervised oracle (labels)'
 # other self-supervised algorithms, by their registered model type
@@ -229,7 +230,8 @@ def collect(root: str) -> Collection:
         named = cfg.get('benchmark_column')
         suffix = ' frozen' if _backbone_frozen(backbone) else ''
         for name, value in metrics.items():
-            column = named if named and name == 'mIoU' else name + suffix
+            # a config's own column takes its main metric (mIoU, or box AP)
+            column = named if named and name in ('mIoU', 'APbox') else name + suffix
             row.metrics.setdefault(column, []).append(value)
         row.configs.append(osp.basename(label))
     for path, checkpoint, config, data_root, values in _retrieval_results(root, left_out):

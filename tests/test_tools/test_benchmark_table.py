@@ -215,7 +215,8 @@ def test_every_cell_shows_its_number_of_runs_and_one_run_has_no_std():
 
 
 def test_peers_are_named_and_retrieval_results_join_their_rows(tmp_path, repo_root):
-    """A MoCo v3 checkpoint gives the row 'MoCo v3'; tools/dense_retrieval.py's JSON joins
+    """A MoCo v3 checkpoint gives the row 'MoCo v3', a detection config's named column its box
+    AP; tools/dense_retrieval.py's JSON joins
     the row of its checkpoint with one value per bank seed; a cut JSON is named and left out,
     and the label oracle (perfect features) is no row."""
     data = tmp_path / 'data'
@@ -226,6 +227,8 @@ def test_peers_are_named_and_retrieval_results_join_their_rows(tmp_path, repo_ro
     root = tmp_path / 'runs'
     fake_run(root / 'linear_mocov3_seed0', str(peer), str(data / 'ade'), {'mIoU': 18.5},
              frozen_stages=12, column='mIoU linear (frozen)')
+    fake_run(root / 'fcos_mocov3_seed0', str(peer), str(data / 'ade'), {'coco/bbox_mAP': 0.047},
+             frozen_stages=12, column='APbox (FCOS, frozen backbone)')
     config = tmp_path / 'linear.py'  # the backbone of fake_run's configs
     config.write_text("model = dict(backbone=dict(arch='densevit-s'))\n")
 
@@ -245,9 +248,9 @@ def test_peers_are_named_and_retrieval_results_join_their_rows(tmp_path, repo_ro
                             cwd=repo_root)
     assert result.returncode == 0, result.stderr
     markdown = (out / 'results.md').read_text()
-    assert ('| MoCo v3 | densevit-s | 8 | 18.5 (1) | 25.0 ± 1.0 (3) | built-in (generated) '
-            '| linear_mocov3_seed0, retrieval_mocov3 |') in markdown
-    assert ('| Random init | densevit-s | 0 | - | 23.5 ± 0.5 (3) | built-in (generated) | '
+    assert ('| MoCo v3 | densevit-s | 8 | 18.5 (1) | 25.0 ± 1.0 (3) | 4.7 (1) | built-in '
+            '(generated) | fcos_mocov3_seed0, linear_mocov3_seed0, retrieval_mocov3 |') in markdown
+    assert ('| Random init | densevit-s | 0 | - | 23.5 ± 0.5 (3) | - | built-in (generated) | '
             'retrieval_random |') in markdown
     assert 'retrieval_labels' not in markdown
     assert f'- {root / "retrieval_cut" / "dense_retrieval.json"}: not a complete dense ' \

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-COLUMNS = ('mIoU linear (frozen)', 'mIoU FPN (frozen backbone)',
-           'mIoU k-NN retrieval (no training)')
+COLUMNS = ('mIoU linear (frozen)', 'mIoU k-NN retrieval (no training)',
+           'APbox (FCOS, frozen backbone)')
 METHODS = ['DenseViT (lambda=0.5)', 'MAE', 'MoCo v3', 'Random init', 'Supervised oracle (labels)']
 
 
@@ -22,16 +22,17 @@ def test_quick_main_job_end_to_end(tmp_path, repo_root):
          '--work-dir', str(tmp_path / 'work'), '--data-root', str(tmp_path / 'data')],
         capture_output=True, text=True, cwd=repo_root, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    # data, 3 pretrainings, the oracle, 2 protocols x 5 starts x 3 seeds, 5 retrievals, the
-    # report
+    # data, 3 pretrainings, the oracle, 2 protocols (linear, fcos) x 5 starts x 3 seeds,
+    # 5 retrievals, the report
     assert 'stage 41/41: results' in result.stdout and 'ETA of the whole job' in result.stdout
     assert 'linear oracle seed 2: done in' in result.stdout
     results = tmp_path / 'work' / 'results'
     with open(results / 'results.csv') as f:
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, list(reader)
-    # exactly the two protocols' and the retrieval's columns, each with its std and n
-    assert [c for c in header if c.startswith('mIoU ')] == [
+    # exactly the linear probe's, the retrieval's and the box AP's columns, each with its std
+    # and n
+    assert [c for c in header if c.startswith(('mIoU', 'AP'))] == [
         *COLUMNS, *[f'{c} {s}' for c in COLUMNS for s in ('std', 'n')]]
     measured = [r for r in rows if r['block'] == 'measured']
     assert sorted(r['method'] for r in measured) == METHODS
