@@ -238,3 +238,13 @@ def test_checkpoint_loads_into_transfer_backbone(trained, transfer):
     if name == 'mocov3':  # the online encoder, not the momentum one
         key = 'layers.0.attn.qkv.weight'
         assert not torch.equal(loaded[key], source[f'momentum_encoder.module.0.{key}'])
+
+
+@pytest.mark.parametrize('peer', ['mocov3', 'mae', 'dino', 'ibot'])
+def test_every_peer_trains_with_densevits_lr_batch_and_epochs(peer):
+    """The same optimisation budget as DenseViT's built-in pretraining: lr, batch, epochs."""
+    ours = Config.fromfile('configs/builtin/densevit-mini_pretrain_builtin.py')
+    cfg = Config.fromfile(f'configs/builtin/{peer}-mini_pretrain_builtin.py')
+    assert cfg.optim_wrapper.optimizer.lr == ours.optim_wrapper.optimizer.lr == BENCHMARK_LR
+    assert cfg.train_dataloader.batch_size == ours.train_dataloader.batch_size == 64
+    assert cfg.train_cfg.max_epochs == ours.train_cfg.max_epochs == 8
