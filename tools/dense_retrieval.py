@@ -4,7 +4,7 @@
         --data-root data/builtin/ade/ADEChallengeData2016 \
         [--checkpoint work_dirs/builtin/pretrain_densevit/epoch_8.pth] [--seeds 0 1 2] \
         [--k 30] [--temperature 0.02] [--passes 10] [--layer -1] [--input-size 128] \
-        [--bank-size N] [--out result.json] [--cfg-options ...]
+        [--bank-size N] [--search faiss|exact] [--out result.json] [--cfg-options ...]
 
 No head is trained: a memory bank of the training images' patch features (``--passes``
 augmented passes) with their label histograms labels every validation patch by its ``--k``
@@ -27,7 +27,8 @@ from mmengine.logging import MMLogger
 
 import densevit_mm  # noqa: F401
 from densevit_mm.evaluation import (LABEL_MODES, BackboneFeatures, build_frozen_backbone,
-                                    evaluate_dense_retrieval, label_oracle_features,
+                                    evaluate_dense_retrieval, knn_search, knn_search_exact,
+                                    label_oracle_features,
                                     load_split, patch_ceiling, retrieval_spec, summarize_seeds)
 from densevit_mm.runner_args import CfgOptionsAction
 
@@ -57,6 +58,9 @@ def parse_args(argv=None):
                         help='backbone layer(s); several are concatenated')
     parser.add_argument('--input-size', type=int, default=128,
                         help='images are resized to this square size')
+    parser.add_argument('--search', choices=('faiss', 'exact'), default='faiss',
+                        help='faiss (IndexFlatIP) or exact: the full similarity matrix in '
+                        'torch, the reference (its memory grows with bank x queries)')
     parser.add_argument('--out', help='JSON result file')
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='config overrides')
@@ -93,7 +97,8 @@ def main(argv=None) -> dict:
                     temperature=args.temperature, passes=args.passes,
                     augment=not args.no_augment, bank_size=args.bank_size,
                     bank_labels=args.bank_labels, layer=args.layer,
-                    input_size=args.input_size, num_train=len(train), num_val=len(val))
+                    input_size=args.input_size, search=args.search, num_train=len(train),
+                    num_val=len(val))
     runs = []
     for seed in args.seeds:
         if args.oracle:
@@ -113,7 +118,8 @@ def main(argv=None) -> dict:
                 input_size=args.input_size, passes=args.passes, k=args.k,
                 temperature=args.temperature, bank_size=args.bank_size,
                 augment=not args.no_augment, label_mode=args.bank_labels,
-                ignore_index=spec['ignore_index'])
+                ignore_index=spec['ignore_index'],
+                search=knn_search_exact if args.search == 'exact' else knn_search)
         except ValueError as err:
             raise SystemExit(f'dense_retrieval: {err}')
         runs.append(dict(seed=seed, **result))

@@ -108,6 +108,12 @@ def test_tool_equals_the_exact_search_reference(tiny_set, tmp_path):
                                        search=knn_search_exact)
         assert run['mIoU'] == ref['mIoU']
         assert run['bank_patches'] == ref['bank_patches'] == 8 * 2 * 16
+    # the tool's own reference route gives the same numbers
+    exact = load_tool('dense_retrieval').main([
+        CONFIG, '--data-root', tiny_set, '--seeds', '0', '1', '--passes', '2',
+        '--input-size', '64', '--k', '5', '--search', 'exact', *DEBUG])
+    assert exact['mIoU_per_seed'] == report['mIoU_per_seed']
+    assert exact['settings']['search'] == 'exact' and report['settings']['search'] == 'faiss'
     assert report['mIoU_mean'] == pytest.approx(sum(report['mIoU_per_seed']) / 2)
     # random init: each seed its own weights
     assert report['mIoU_per_seed'][0] != report['mIoU_per_seed'][1]
