@@ -19,7 +19,12 @@ def load_tool(name: str):
                                                                     f'{name}.py'))
         module = importlib.util.module_from_spec(spec)
         sys.modules[key] = module  # dataclasses and pickling look a module up by name
-        spec.loader.exec_module(module)
+        tools = osp.join(REPO_ROOT, 'tools')
+        sys.path.insert(0, tools)  # as for a script: a tool imports its siblings by name
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(tools)
     return sys.modules[key]
 
 

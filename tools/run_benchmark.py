@@ -167,7 +167,8 @@ def plan(args, size) -> dict:
                         f'param_scheduler.1.end={size["epochs"]}']
         if args.quick:
             options += ['train_dataloader.batch_size=8']
-        options += args.pretrain_options or []
+        if method in OWN_MATCHING:  # DenseViT's recipe changes; the peers keep theirs
+            options += args.pretrain_options or []
         starts[method] = osp.join(work_dir, f'epoch_{size["epochs"]}.pth')
         groups['pretrain'].append(train_stage(f'pretrain {method}', 'pretrain', config,
                                               work_dir, options, outputs=[starts[method]]))
@@ -224,7 +225,8 @@ def report(args, size) -> None:
     diagnostics = {name: diagnose(
         PRETRAIN_CONFIGS[method if method in OWN_MATCHING else 'densevit'], checkpoint, images,
         osp.join(results, f'correspondence_{name.replace(" ", "_")}.png'),
-        cfg_options=model_options, own_model=method in OWN_MATCHING)
+        cfg_options=model_options if method in OWN_MATCHING else (),
+        own_model=method in OWN_MATCHING)
         for name, method, checkpoint in runs}
     with open(osp.join(results, 'diagnostics.json'), 'w') as f:
         json.dump(diagnostics, f, indent=2)
@@ -238,7 +240,9 @@ def report(args, size) -> None:
               f'{value["hub_share"]:.3f}')
 
 
-def main() -> None:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line, with ``--methods`` expanded and ordered (longest pretraining first)
+    and ``--starts`` defaulting to random, oracle and those methods."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/builtin')
     parser.add_argument('--data-root', default='data/builtin')
@@ -246,8 +250,8 @@ def main() -> None:
                         help='tiny sizes: checks the pipeline in a few minutes')
     parser.add_argument('--epochs', type=int,
                         help=f'pretraining epochs (default {FULL["epochs"]}; each adds about '
-                             f'{ESTIMATE["pretrain"] / FULL["epochs"]:.0f} s to each '
-                             'pretraining on one CPU core)')
+                             f'{ESTIMATE["pretrain"] / FULL["epochs"]:.0f} s to a pretraining, '
+                             'two of them running at a time on 2 CPU cores)')
     parser.add_argument('--seeds', type=int, default=3, help='seeds per transfer run')
     parser.add_argument('--protocols', nargs='+', choices=sorted(PROTOCOLS),
                         default=[p for p, spec in PROTOCOLS.items() if spec['default']],
@@ -255,14 +259,15 @@ def main() -> None:
     parser.add_argument('--jobs', type=int, default=2,
                         help='transfer runs at a time, the cores shared among them (default 2)')
     parser.add_argument('--pretrain-options', nargs='+', metavar='KEY=VALUE',
-                        help='--cfg-options for the pretrainings (a recipe change)')
+                        help='--cfg-options for DenseViT\'s pretrainings (densevit, '
+                        'globalonly: a recipe change); the peers keep their recipes')
     parser.add_argument('--methods', nargs='*', choices=sorted(PRETRAIN_CONFIGS) + ['all'],
                         default=list(DEFAULT_METHODS),
                         help=f'pretrainings to run (default: {" ".join(DEFAULT_METHODS)}; '
                         f'all: {" ".join(PRETRAIN_CONFIGS)})')
     parser.add_argument('--starts', nargs='+', help='backbones the transfer protocols start '
                         'from (default: random, oracle and the pretrained --methods)')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'all' in args.methods:
         args.methods = list(PRETRAIN_CONFIGS)
     # in PRETRAIN_CONFIGS' order: the longest pretraining starts first
@@ -275,10 +280,15 @@ def main() -> None:
     args.work_dir, args.data_root = osp.abspath(args.work_dir), osp.abspath(args.data_root)
     if args.seeds < 1 or args.jobs < 1:
         parser.error('--seeds and --jobs must be positive')
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f'--epochs must be positive, got {args.epochs}')
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     size = dict(QUICK if args.quick else FULL)
     if args.epochs is not None:
-        if args.epochs < 1:
-            parser.error(f'--epochs must be positive, got {args.epochs}')
         size['epochs'] = args.epochs
         ESTIMATE['pretrain'] *= args.epochs / FULL['epochs']
     groups = plan(args, size)
