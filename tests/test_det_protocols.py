@@ -140,3 +140,23 @@ def test_the_benchmark_oracle_loads_whole(path):
     loaded = model.backbone.state_dict()
     assert len(loaded) == BACKBONE_TENSORS
     assert all(torch.equal(v, state['backbone.' + k]) for k, v in loaded.items())
+
+
+def test_no_detection_on_the_whole_set_scores_ap_zero(monkeypatch):
+    """mmdet's CocoMetric returns no metric when nothing was detected (pycocotools cannot load
+    an empty result list); the built-in detection configs' metric scores it 0 instead and
+    leaves every other case to mmdet."""
+    import numpy as np
+    from mmdet.evaluation import CocoMetric
+
+    from densevit_mm.downstream.detection import ZeroAwareCocoMetric
+    for path in list(FROZEN_DET) + ['configs/builtin/mask-rcnn_densevit-mini_builtin-det.py']:
+        assert Config.fromfile(path).val_evaluator.type == 'ZeroAwareCocoMetric', path
+    metric = ZeroAwareCocoMetric(metric=['bbox', 'segm'])
+    empty = dict(labels=np.zeros(0, np.int64), bboxes=np.zeros((0, 4)), scores=np.zeros(0))
+    zeros = metric.compute_metrics([({}, empty), ({}, empty)])
+    assert zeros == {f'{m}_{k}': 0.0 for m in ('bbox', 'segm')
+                     for k in ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')}
+    monkeypatch.setattr(CocoMetric, 'compute_metrics', lambda self, results: {'mmdet': 1})
+    one = dict(empty, labels=np.zeros(1, np.int64))
+    assert metric.compute_metrics([({}, empty), ({}, one)]) == {'mmdet': 1}

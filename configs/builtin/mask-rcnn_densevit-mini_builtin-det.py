@@ -52,7 +52,9 @@ val_dataloader = dict(
     batch_size=8, num_workers=1,
     dataset=dict(data_root=data_root, metainfo=dict(classes=classes), pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+# AP 0, not a missing metric, when a head detects nothing (mmdet's metric would log none)
+val_evaluator = dict(type='ZeroAwareCocoMetric',
+                     ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 max_iters = 120  # as the main job (tools/run_benchmark.py), so the step at 80% falls inside

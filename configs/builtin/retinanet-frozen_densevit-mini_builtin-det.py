@@ -69,7 +69,9 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json', metric='bbox')
+# AP 0, not a missing metric, when a weak backbone's head detects nothing (mmdet's would log none)
+val_evaluator = dict(type='ZeroAwareCocoMetric',
+                     ann_file=data_root + 'annotations/instances_val2017.json', metric='bbox')
 test_evaluator = val_evaluator
 
 max_iters = 60  # as the main job's PROTOCOLS entry (the lr step at 80% must fall inside)

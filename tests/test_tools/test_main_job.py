@@ -32,7 +32,7 @@ def test_quick_main_job_end_to_end(tmp_path, repo_root):
         header, rows = reader.fieldnames, list(reader)
     # exactly the linear probe's, the retrieval's and the box AP's columns, each with its std
     # and n
-    assert [c for c in header if c.startswith(('mIoU', 'AP'))] == [
+    assert [c for c in header if c.startswith(('mIoU ', 'APbox ('))] == [
         *COLUMNS, *[f'{c} {s}' for c in COLUMNS for s in ('std', 'n')]]
     measured = [r for r in rows if r['block'] == 'measured']
     assert sorted(r['method'] for r in measured) == METHODS
