@@ -6,7 +6,8 @@ One panel per work dir: every loss term the method logs, as the term itself (Den
 ``infonce_global`` / ``infonce_dense`` before the lambda weights, MoCo v3's InfoNCE without its
 ``2 * temperature`` factor, per view pair), each with its chance level dashed: the value of a
 model that has learned nothing (InfoNCE: ln of the number of candidates; DINO / iBOT: ln of the
-prototypes; MAE with normalised pixels: 1).  A term well under its chance learned something; a
+prototypes, iBOT's patch term times the share of images masked; MAE with normalised
+pixels: 1).  A term well under its chance learned something; a
 weight that halves a term does not move its curve.  A last panel shows the correspondence
 accuracy of the runs that log it (``corr_acc``).  The method, its sizes and the number of
 processes are read from the run's own config and checkpoint.
@@ -43,6 +44,12 @@ def _prototype_chance(cfg: Config, _) -> float:
     return math.log(cfg.model.head.out_channels)
 
 
+def _masked_patch_chance(cfg: Config, processes: int) -> float:
+    """iBOT's patch term: ln of the prototypes on a masked image, 0 on an unmasked one (it
+    adds nothing), averaged over the batch: times the share of images masked."""
+    return _prototype_chance(cfg, processes) * cfg.model.get('mask_prob', 1.)
+
+
 def _unit(_cfg, *_) -> float:
     return 1.
 
@@ -59,7 +66,7 @@ TERMS: Dict[str, List[Term]] = {
     'MAE': [Term('loss', 'pixel MSE (normalised patches)', _unit, _unit)],
     'DINO': [Term('loss_cls', '[CLS] cross-entropy', _unit, _prototype_chance)],
     'iBOT': [Term('loss_cls', '[CLS] cross-entropy', _unit, _prototype_chance),
-             Term('loss_patch', 'masked-patch cross-entropy', _unit, _prototype_chance)],
+             Term('loss_patch', 'masked-patch cross-entropy', _unit, _masked_patch_chance)],
 }
 ACCURACY = 'corr_acc'
 

@@ -16,7 +16,8 @@ CONFIGS = {
     'mocov3': "model = dict(type='MoCoV3', head=dict(loss=dict(type='CrossEntropyLoss', "
               "loss_weight=0.4)))\ntrain_dataloader = dict(batch_size=64)\n",
     'mae': "model = dict(type='MAE')\n",
-    'ibot': "model = dict(type='iBOT', head=dict(type='iBOTLoss', out_channels=4096))\n",
+    'ibot': "model = dict(type='iBOT', mask_prob=0.5, head=dict(type='iBOTLoss', "
+            "out_channels=4096))\n",
 }
 
 
@@ -41,8 +42,9 @@ def test_chance_levels_and_unweighting(tmp_path):
     cfg, (term,) = ptc.terms_of(str(tmp_path / 'mae'))
     assert (term.scale(cfg), term.chance(cfg, 1)) == (1., 1.)
     cfg, terms = ptc.terms_of(str(tmp_path / 'ibot'))
+    # the patch term of an unmasked image is 0: chance is ln K times the share masked
     assert [(t.key, t.chance(cfg, 1)) for t in terms] == [('loss_cls', math.log(4096)),
-                                                          ('loss_patch', math.log(4096))]
+                                                          ('loss_patch', 0.5 * math.log(4096))]
     (tmp_path / 'other').mkdir()
     fake_run(tmp_path / 'other', "model = dict(type='SimCLR')\n", [])
     with pytest.raises(SystemExit, match="no loss terms known for model type 'SimCLR'"):
