@@ -16,7 +16,6 @@ labels), :func:`label_oracle_features` for a perfect-feature oracle (it reads th
 """
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -190,6 +189,9 @@ def knn_search(bank: torch.Tensor, queries: torch.Tensor, k: int
     Returns:
         tuple: ``(Q, k)`` similarities (descending) and ``(Q, k)`` long bank indices.
     """
+    # imported here: every training process imports this package, and faiss brings an
+    # OpenMP runtime of its own besides torch's
+    import faiss
     _check_k(bank, k)
     index = faiss.IndexFlatIP(bank.shape[1])
     index.add(F.normalize(bank.float(), dim=-1).numpy())
