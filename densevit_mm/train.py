@@ -41,8 +41,8 @@ from densevit_mm.checkpoint import (ACCEPTABLE, CheckpointFileError, DiskFullErr
                                     ResumeMismatchError, ResumePlan, WorkDirBusyError,
                                     WorkDirLock, check_config_checkpoints, check_resume,
                                     load_checkpoint_file, plan_resume, run_record)
-from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted, check_photometric_option,
-                                check_train_dataloader)
+from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted,
+                                check_device_augmentation, check_train_dataloader)
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
 
 # --amp turns each optimizer wrapper into its autocast variant
@@ -174,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = 'densevit_mm.train') 
     check_train_dataloader(runner)
     if plan.checkpoint is not None:
         check_resumed_run(runner, plan.checkpoint, args.accept_changes, prog)
-    check_photometric_option(runner)
+    check_device_augmentation(runner)
     compat.revert_sync_batchnorm_without_cuda(runner)
     try:
         runner.train()

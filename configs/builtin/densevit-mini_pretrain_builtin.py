@@ -33,7 +33,10 @@ view_pipeline = [
          channel_weights=(0.114, 0.587, 0.2989)),
     dict(type='RandomFlip', prob=0.5),
 ]
+# the augmentation in the data workers (faster than on the device when the device is a CPU)
+data_preprocessor = dict(type='SelfSupDataPreprocessor')
 train_dataloader = dict(
+    collate_fn=dict(type='default_collate'),
     batch_size=64,
     num_workers=1,
     persistent_workers=True,

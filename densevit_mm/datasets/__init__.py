@@ -1,13 +1,14 @@
+from .collate_source_images import collate_source_images
 from .image_check import (IMAGE_EXTENSIONS, MAX_PIXELS, image_size, too_large_reason,
                           unreadable_reason)
 from .samplers import ResumableSampler, draw_seeds
 from .synthetic_layouts import BUILTIN_MARKER, write_ade20k_layout, write_coco_layout
 from .synthetic_scenes import SHAPES, render_scene, write_image_folder
-from .transforms import MultiViewWithGeometry, RandomResizedCropWithBox
+from .transforms import DeferredResizedCrop, MultiViewWithGeometry, RandomResizedCropWithBox
 from .unlabeled_image_folder import UnlabeledImageFolder, UnreadableImageError
 
-__all__ = ['BUILTIN_MARKER', 'IMAGE_EXTENSIONS', 'MAX_PIXELS', 'MultiViewWithGeometry',
-           'RandomResizedCropWithBox', 'ResumableSampler', 'SHAPES', 'UnlabeledImageFolder',
-           'UnreadableImageError', 'draw_seeds', 'image_size', 'render_scene',
-           'too_large_reason', 'unreadable_reason', 'write_ade20k_layout', 'write_coco_layout',
-           'write_image_folder']
+__all__ = ['BUILTIN_MARKER', 'DeferredResizedCrop', 'IMAGE_EXTENSIONS', 'MAX_PIXELS',
+           'MultiViewWithGeometry', 'RandomResizedCropWithBox', 'ResumableSampler', 'SHAPES',
+           'UnlabeledImageFolder', 'UnreadableImageError', 'collate_source_images',
+           'draw_seeds', 'image_size', 'render_scene', 'too_large_reason', 'unreadable_reason',
+           'write_ade20k_layout', 'write_coco_layout', 'write_image_folder']

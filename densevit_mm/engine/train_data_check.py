@@ -1,5 +1,5 @@
 """Refuse, at start-up, a training set that cannot fill one step or a pipeline whose
-photometric augmentation would be lost."""
+augmentation would be lost or fail on the device."""
 from typing import Any, Iterator
 
 from mmengine.dataset import InfiniteSampler
@@ -37,40 +37,66 @@ def _dicts(node: Any) -> Iterator[dict]:
             yield from _dicts(item)
 
 
-def check_photometric_option(runner) -> None:
-    """Raise ``ValueError`` if the run would silently lose its photometric augmentation.
+def check_device_augmentation(runner) -> None:
+    """Raise ``ValueError`` if the run would silently lose part of its augmentation, or fail
+    at its first batch, because the pipeline, the collate function and the data
+    preprocessor do not match.
 
-    A pipeline that defers it (``DeferredPhotometric``) must pack ``view_photometric`` and
-    train with ``PhotometricDataPreprocessor``, which applies it; that preprocessor in turn
-    needs such a pipeline.
+    A pipeline that defers its photometric augmentation (``DeferredPhotometric``) must pack
+    ``view_photometric`` and train with ``PhotometricDataPreprocessor`` (or
+    ``DeviceAugmentDataPreprocessor``), which applies it; ``PhotometricDataPreprocessor`` in
+    turn needs such a pipeline.  A pipeline that defers its crops (``DeferredResizedCrop``)
+    must collate with ``collate_source_images`` and train with
+    ``DeviceAugmentDataPreprocessor``, and these two need such a pipeline.
     """
-    from densevit_mm.models.data_preprocessors import PhotometricDataPreprocessor
+    from densevit_mm.models.data_preprocessors import (DeviceAugmentDataPreprocessor,
+                                                       PhotometricDataPreprocessor)
 
     def name(cfg: dict) -> str:
         kind = cfg.get('type')
         return getattr(kind, '__name__', kind)
 
-    configs = list(_dicts(runner.cfg.get('train_dataloader', {})))
-    deferred = any(name(c) == 'DeferredPhotometric' for c in configs)
+    loader = runner.cfg.get('train_dataloader') or {}
+    configs = list(_dicts(loader))
+    has = {kind: any(name(c) == kind for c in configs)
+           for kind in ('DeferredPhotometric', 'DeferredResizedCrop')}
     packed = any(name(c) == 'PackInputs' and 'view_photometric' in c.get('algorithm_keys', ())
                  for c in configs)
+    collate = name(loader.get('collate_fn') or {}) == 'collate_source_images'
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    applied = isinstance(getattr(model, 'data_preprocessor', None), PhotometricDataPreprocessor)
-    example = 'configs/pretrain/densevit_s_device-photometric.py shows the three together'
-    if deferred and not packed:
-        raise ValueError(
-            "the training pipeline defers its photometric augmentation (DeferredPhotometric) "
-            "but PackInputs does not pack 'view_photometric', so it would never be applied: "
-            f"add it to PackInputs' algorithm_keys ({example})")
-    if deferred and not applied:
-        raise ValueError(
+    preprocessor = getattr(model, 'data_preprocessor', None)
+    example = ('configs/pretrain/densevit_s.py (views on the device) and '
+               'densevit_s_device-photometric.py show what goes together')
+    problems = []
+    if has['DeferredPhotometric'] and not packed:
+        problems.append("the training pipeline defers its photometric augmentation "
+                        "(DeferredPhotometric) but PackInputs does not pack 'view_photometric', "
+                        "so it would never be applied: add it to PackInputs' algorithm_keys")
+    if has['DeferredPhotometric'] and not isinstance(preprocessor, PhotometricDataPreprocessor):
+        problems.append(
             'the training pipeline defers its photometric augmentation (DeferredPhotometric) '
-            f'but the data preprocessor is {type(model.data_preprocessor).__name__}, which '
-            "would train without it: set data_preprocessor=dict(type="
-            f"'PhotometricDataPreprocessor') ({example})")
-    if applied and not deferred:
-        raise ValueError(
+            f'but the data preprocessor is {type(preprocessor).__name__}, which would train '
+            "without it: set data_preprocessor=dict(type='PhotometricDataPreprocessor')")
+    if type(preprocessor) is PhotometricDataPreprocessor and not has['DeferredPhotometric']:
+        problems.append(
             'PhotometricDataPreprocessor applies the photometric augmentation that '
             'DeferredPhotometric draws, but the training pipeline has no DeferredPhotometric: '
-            'wrap its photometric transforms in one, or use SelfSupDataPreprocessor '
-            f'({example})')
+            'wrap its photometric transforms in one, or use SelfSupDataPreprocessor')
+    if has['DeferredResizedCrop'] and not collate:
+        problems.append('the training pipeline defers its crops (DeferredResizedCrop), so its '
+                        "samples are decoded images of any size: set train_dataloader.collate_fn="
+                        "dict(type='collate_source_images')")
+    if has['DeferredResizedCrop'] and not isinstance(preprocessor, DeviceAugmentDataPreprocessor):
+        problems.append(
+            'the training pipeline defers its crops (DeferredResizedCrop) but the data '
+            f'preprocessor is {type(preprocessor).__name__}, which does not make views: set '
+            "data_preprocessor=dict(type='DeviceAugmentDataPreprocessor')")
+    if not has['DeferredResizedCrop'] and (
+            collate or isinstance(preprocessor, DeviceAugmentDataPreprocessor)):
+        problems.append(
+            'collate_source_images and DeviceAugmentDataPreprocessor make views on the device '
+            'from decoded images, but the training pipeline has no DeferredResizedCrop: use '
+            "it in MultiViewWithGeometry's view pipelines, or default_collate and "
+            'SelfSupDataPreprocessor')
+    if problems:
+        raise ValueError('; '.join(problems) + f' ({example})')

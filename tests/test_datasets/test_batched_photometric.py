@@ -8,6 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose, default_collate
+from mmengine.registry import FUNCTIONS
 from mmpretrain.registry import MODELS, TRANSFORMS
 from PIL import Image, ImageFilter
 
@@ -16,8 +17,9 @@ from densevit_mm.datasets.transforms import DeferredPhotometric
 from densevit_mm.datasets.transforms import batched_photometric as bp
 from tests.conftest import load_tool
 
-CPU_CONFIG = 'configs/pretrain/densevit_s.py'
+CPU_CONFIG = 'configs/pretrain/densevit_s_worker-augment.py'
 DEVICE_CONFIG = 'configs/pretrain/densevit_s_device-photometric.py'
+DEFAULT_CONFIG = 'configs/pretrain/densevit_s.py'  # views made on the device from decoded images
 
 
 def images(seed=0, count=5, height=37, width=53):
@@ -214,16 +216,18 @@ def two_view_batch(config, paths, seed):
         np.random.seed(seed + i)
         random.seed(seed + i)
         out.append(pipeline(dict(img_path=path)))
-    return MODELS.build(cfg.data_preprocessor)(default_collate(out), True)
+    collate = FUNCTIONS.get(cfg.train_dataloader.collate_fn.type)
+    return MODELS.build(cfg.data_preprocessor)(collate(out), True)
 
 
-def test_device_option_gives_the_per_image_pipelines_views_for_the_same_seeds(tmp_path):
+@pytest.mark.parametrize('config', [DEVICE_CONFIG, DEFAULT_CONFIG])
+def test_device_options_give_the_per_image_pipelines_views_for_the_same_seeds(tmp_path, config):
     """The ImageNet config's two-view pipeline, crops, flips and normalisation included:
-    with the photometric part deferred to PhotometricDataPreprocessor the model gets the
-    same input tensors."""
+    with the photometric part deferred to PhotometricDataPreprocessor, or every per-pixel
+    step to DeviceAugmentDataPreprocessor, the model gets the same input tensors."""
     paths = generated_jpegs(tmp_path, 12)
     per_image = two_view_batch(CPU_CONFIG, paths, seed=5)
-    device = two_view_batch(DEVICE_CONFIG, paths, seed=5)
+    device = two_view_batch(config, paths, seed=5)
     rows = np.stack([s.view_photometric for s in device['data_samples']])  # (B, 2, K)
     assert rows.shape == (12, 2, bp.NUM_COLUMNS)
     for column in (bp.JITTER, bp.GRAY, bp.BLUR):  # the comparison covers each op

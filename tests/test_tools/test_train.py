@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from densevit_mm.engine import check_photometric_option
+from densevit_mm.engine import check_device_augmentation
 from tests.conftest import load_tool
 
 DEBUG_CONFIG = 'configs/pretrain/densevit_debug.py'
@@ -347,15 +347,16 @@ def test_sigterm_during_start_up_stops_after_one_iteration_with_a_checkpoint(tmp
     assert open(work / 'preempted').read() == f'{work}/preempted_iter_1.pth\n'
 
 
-def photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed=None):
-    """The debug model on views with the ImageNet config's photometric augmentation, per
-    image in the worker or deferred to the data preprocessor; one worker process."""
+def photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed=None,
+                       crop='RandomResizedCropWithBox', collate='default_collate'):
+    """The debug model on views with the ImageNet config's augmentation, per image in the
+    worker, its photometric part deferred to the data preprocessor, or (``crop=
+    'DeferredResizedCrop'``) every per-pixel step; one worker process."""
     packed = deferred if packed is None else packed
-    path = tmp_path / f'cfg_{deferred}_{preprocessor}_{packed}.py'
+    path = tmp_path / f'cfg_{deferred}_{preprocessor}_{packed}_{crop}_{collate}.py'
     cfg = Config.fromfile(write_test_config(path, synthetic_root))
     photometric = Config.fromfile('configs/pretrain/densevit_s.py').photometric_transforms
-    crop = dict(type='RandomResizedCropWithBox', scale=96, crop_ratio_range=(0.2, 1.),
-                backend='pillow')
+    crop = dict(type=crop, scale=96, crop_ratio_range=(0.2, 1.), backend='pillow')
     view = ([crop, dict(type='DeferredPhotometric', transforms=photometric)] if deferred else
             [crop, *photometric]) + [dict(type='RandomFlip', prob=0.5)]
     cfg.train_dataloader.dataset.pipeline = [
@@ -364,6 +365,7 @@ def photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed=
         dict(type='PackInputs', algorithm_keys=['view_geometry'] + (
             ['view_photometric'] if packed else []))]
     cfg.train_dataloader.num_workers = 1
+    cfg.train_dataloader.collate_fn = dict(type=collate)
     cfg.model.data_preprocessor = dict(cfg.model.get('data_preprocessor') or {},
                                        type=preprocessor)
     cfg.work_dir = str(tmp_path / f'work_{path.stem}')
@@ -373,34 +375,45 @@ def photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed=
     return cfg
 
 
-def test_photometric_augmentation_on_the_device_trains_exactly_as_per_image(tmp_path,
-                                                                             synthetic_root):
+def test_augmentation_on_the_device_trains_exactly_as_per_image(tmp_path, synthetic_root):
     records = []
-    for deferred, preprocessor in ((False, 'SelfSupDataPreprocessor'),
-                                   (True, 'PhotometricDataPreprocessor')):
-        cfg = photometric_config(tmp_path, synthetic_root, deferred, preprocessor)
+    for options in (dict(deferred=False, preprocessor='SelfSupDataPreprocessor'),
+                    dict(deferred=True, preprocessor='PhotometricDataPreprocessor'),
+                    dict(deferred=True, preprocessor='DeviceAugmentDataPreprocessor',
+                         crop='DeferredResizedCrop', collate='collate_source_images')):
+        cfg = photometric_config(tmp_path, synthetic_root, **options)
         runner = Runner.from_cfg(cfg)
-        check_photometric_option(runner)
+        check_device_augmentation(runner)
         runner.train()
         records.append(torch.load(osp.join(cfg.work_dir, 'record_rank0.pt'), weights_only=True))
-    per_image, deferred = records
-    assert sorted(deferred['losses']) == [0, 1, 2, 3]
-    assert deferred['losses'] == per_image['losses']  # same views, same floats
-    for name in ('head.loss_global', 'head.loss_dense'):
-        assert torch.equal(deferred['queues'][name]['queue'], per_image['queues'][name]['queue'])
+    per_image = records[0]
+    for device in records[1:]:
+        assert sorted(device['losses']) == [0, 1, 2, 3]
+        assert device['losses'] == per_image['losses']  # same views, same floats
+        for name in ('head.loss_global', 'head.loss_dense'):
+            assert torch.equal(device['queues'][name]['queue'],
+                               per_image['queues'][name]['queue'])
 
 
-@pytest.mark.parametrize('deferred,packed,preprocessor,message', [
-    (True, False, 'PhotometricDataPreprocessor', "does not pack 'view_photometric'"),
-    (True, True, 'SelfSupDataPreprocessor', 'SelfSupDataPreprocessor, which would train '
-                                            'without it'),
-    (False, False, 'PhotometricDataPreprocessor', 'has no DeferredPhotometric'),
+@pytest.mark.parametrize('deferred,packed,preprocessor,crop,collate,message', [
+    (True, False, 'PhotometricDataPreprocessor', None, None,
+     "does not pack 'view_photometric'"),
+    (True, True, 'SelfSupDataPreprocessor', None, None,
+     'SelfSupDataPreprocessor, which would train without it'),
+    (False, False, 'PhotometricDataPreprocessor', None, None, 'has no DeferredPhotometric'),
+    (True, True, 'DeviceAugmentDataPreprocessor', 'DeferredResizedCrop', None,
+     "samples are decoded images of any size: set train_dataloader.collate_fn="),
+    (True, True, 'PhotometricDataPreprocessor', 'DeferredResizedCrop', 'collate_source_images',
+     'PhotometricDataPreprocessor, which does not make views'),
+    (True, True, 'DeviceAugmentDataPreprocessor', None, None,
+     'but the training pipeline has no DeferredResizedCrop'),
 ])
-def test_a_run_that_would_lose_its_photometric_augmentation_is_refused_at_start(
-        tmp_path, synthetic_root, deferred, packed, preprocessor, message):
-    cfg = photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed)
+def test_a_run_that_would_lose_or_fail_its_augmentation_is_refused_at_start(
+        tmp_path, synthetic_root, deferred, packed, preprocessor, crop, collate, message):
+    options = dict(crop=crop or 'RandomResizedCropWithBox', collate=collate or 'default_collate')
+    cfg = photometric_config(tmp_path, synthetic_root, deferred, preprocessor, packed, **options)
     with pytest.raises(ValueError, match=message):
-        check_photometric_option(Runner.from_cfg(cfg))
+        check_device_augmentation(Runner.from_cfg(cfg))
 
 
 def test_tools_train_checks_the_photometric_option_before_training(tmp_path, synthetic_root,

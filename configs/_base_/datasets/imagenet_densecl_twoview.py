@@ -30,6 +30,7 @@ photometric_transforms = [
 flip = dict(type='RandomFlip', prob=0.5)
 view_pipeline = [crop, *photometric_transforms, flip]
 
+# Everything in the data workers: decode, crop and resize, photometric ops, flip.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='MultiViewWithGeometry', num_views=2, transforms=[view_pipeline]),
@@ -44,6 +45,20 @@ device_photometric_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='MultiViewWithGeometry', num_views=2, transforms=[[
         crop, dict(type='DeferredPhotometric', transforms=photometric_transforms), flip]]),
+    dict(type='PackInputs', algorithm_keys=['view_geometry', 'view_photometric']),
+]
+
+# The same augmentation with everything per-pixel on the training device, what
+# ../../pretrain/densevit_s.py uses: the workers decode and draw every parameter (same draws,
+# same seeds); DeviceAugmentDataPreprocessor crops and resizes (Pillow's bilinear, bit for
+# bit), flips and applies the photometric ops to the whole batch.  Needs
+# collate_fn=dict(type='collate_source_images') and
+# data_preprocessor=dict(type='DeviceAugmentDataPreprocessor').
+device_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='MultiViewWithGeometry', num_views=2, transforms=[[
+        dict(crop, type='DeferredResizedCrop'),
+        dict(type='DeferredPhotometric', transforms=photometric_transforms), flip]]),
     dict(type='PackInputs', algorithm_keys=['view_geometry', 'view_photometric']),
 ]
 

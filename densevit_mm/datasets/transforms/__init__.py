@@ -1,4 +1,5 @@
 from .deferred_photometric import DeferredPhotometric
-from .geometry_views import MultiViewWithGeometry, RandomResizedCropWithBox
+from .geometry_views import DeferredResizedCrop, MultiViewWithGeometry, RandomResizedCropWithBox
 
-__all__ = ['DeferredPhotometric', 'MultiViewWithGeometry', 'RandomResizedCropWithBox']
+__all__ = ['DeferredPhotometric', 'DeferredResizedCrop', 'MultiViewWithGeometry',
+           'RandomResizedCropWithBox']

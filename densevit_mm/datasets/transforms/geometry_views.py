@@ -9,8 +9,12 @@ from typing import List, Union
 
 import mmcv
 import numpy as np
+import torch
 from mmpretrain.datasets.transforms import MultiView, RandomResizedCrop
 from mmpretrain.registry import TRANSFORMS
+
+# what may follow DeferredResizedCrop in a view pipeline: the device applies these after it
+_AFTER_DEFERRED_CROP = ('DeferredPhotometric', 'RandomFlip')
 
 
 @TRANSFORMS.register_module()
@@ -34,6 +38,33 @@ class RandomResizedCropWithBox(RandomResizedCrop):
 
 
 @TRANSFORMS.register_module()
+class DeferredResizedCrop(RandomResizedCropWithBox):
+    """``RandomResizedCropWithBox`` that only draws the crop: the box is recorded as there,
+    the pixels stay the decoded image's, and ``DeviceAugmentDataPreprocessor`` cuts and
+    resizes every view of a batch on the device, equal to Pillow's bilinear resize bit for
+    bit (:mod:`batched_resized_crop`).  Same arguments and same random draws as
+    ``RandomResizedCrop``; ``backend='pillow'`` and ``interpolation='bilinear'`` are the
+    resize it reproduces.  Used inside :class:`MultiViewWithGeometry`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.backend != 'pillow' or self.interpolation != 'bilinear':
+            raise ValueError(
+                "DeferredResizedCrop reproduces RandomResizedCrop(backend='pillow', "
+                f"interpolation='bilinear') on the device; got backend={self.backend!r}, "
+                f'interpolation={self.interpolation!r}. Use RandomResizedCropWithBox for '
+                'another resize.')
+
+    def transform(self, results: dict) -> dict:
+        top, left, height, width = self.rand_crop_params(results['img'])
+        results['source_shape'] = results['img'].shape[:2]
+        results['img_shape'] = (self.scale[1], self.scale[0])
+        results['crop_box'] = (left, top, left + width, top + height)
+        return results
+
+
+@TRANSFORMS.register_module()
 class MultiViewWithGeometry(MultiView):
     """``MultiView`` that keeps each view's geometry next to its image.
 
@@ -44,41 +75,64 @@ class MultiViewWithGeometry(MultiView):
     ``PackInputs``.  With :class:`DeferredPhotometric` in the view pipelines it also adds
     ``results['view_photometric']``: float64 ``(num_views, NUM_COLUMNS)`` rows of the drawn
     photometric parameters (pack them too).
+
+    With :class:`DeferredResizedCrop` instead of ``RandomResizedCropWithBox`` (in every view
+    pipeline, followed only by ``DeferredPhotometric`` and horizontal ``RandomFlip``), no view
+    is made here: the draws are the same, ``view_geometry`` holds the boxes and flips, and
+    ``results['img']`` stays the decoded image, as an ``(H, W, 3)`` uint8 tensor that
+    ``PackInputs`` passes on unchanged; collate with ``collate_source_images`` and train with
+    ``DeviceAugmentDataPreprocessor``, which makes the views.
     """
 
     def __init__(self, transforms: List[List[dict]], num_views: Union[int, List[int]]) -> None:
         super().__init__(transforms, num_views)
-        if not all(any(t.get('type') == 'RandomResizedCropWithBox' for t in view)
-                   for view in transforms):
-            raise ValueError('every view pipeline of MultiViewWithGeometry needs a '
-                             'RandomResizedCropWithBox (it records the crop box)')
-        for view in transforms:
-            names = [t.get('type') for t in view]
-            if 'DeferredPhotometric' not in names:
-                continue
-            at = names.index('DeferredPhotometric')
-            after = view[at + 1:]
-            if 'RandomResizedCropWithBox' not in names[:at] or any(
-                    t.get('type') != 'RandomFlip' or t.get('direction', 'horizontal')
-                    != 'horizontal' for t in after):
+        names = [[t.get('type') for t in view] for view in transforms]
+        crops = [[n for n in view if n in ('RandomResizedCropWithBox', 'DeferredResizedCrop')]
+                 for view in names]
+        if not all(len(c) == 1 for c in crops):
+            raise ValueError('every view pipeline of MultiViewWithGeometry needs one '
+                             'RandomResizedCropWithBox or DeferredResizedCrop (it records the '
+                             f'crop box); got {names}')
+        kinds = {c[0] for c in crops}
+        if len(kinds) > 1:
+            raise ValueError('DeferredResizedCrop must be in every view pipeline of '
+                             'MultiViewWithGeometry or in none: the views are made either on '
+                             f'the device or here; got {names}')
+        self.deferred = kinds == {'DeferredResizedCrop'}
+        for view, view_names in zip(transforms, names):
+            horizontal = all(t.get('direction', 'horizontal') == 'horizontal' for t in view
+                             if t.get('type') == 'RandomFlip')
+            if self.deferred and (view_names[0] != 'DeferredResizedCrop' or not horizontal
+                                  or any(n not in _AFTER_DEFERRED_CROP for n in view_names[1:])):
                 raise ValueError(
-                    'DeferredPhotometric must come after RandomResizedCropWithBox, followed by '
+                    'a view pipeline with DeferredResizedCrop must start with it and go on '
+                    'with DeferredPhotometric and horizontal RandomFlips only (what the device '
+                    f'applies after the crop); got {view_names}')
+            if 'DeferredPhotometric' not in view_names:
+                continue
+            at = view_names.index('DeferredPhotometric')
+            if crops[0][0] not in view_names[:at] or not horizontal or any(
+                    n != 'RandomFlip' for n in view_names[at + 1:]):
+                raise ValueError(
+                    f'DeferredPhotometric must come after {crops[0][0]}, followed by '
                     'horizontal RandomFlips only: its ops are applied to the final view on the '
-                    f'device, where only a horizontal flip commutes with them; got {names}')
+                    f'device, where only a horizontal flip commutes with them; got {view_names}')
 
     def transform(self, results: dict) -> dict:
         images, geometry, photometric = [], [], []
         for view in self.transforms:
-            out = view(copy.deepcopy(results))
+            # deferred: the views only draw, and RandomFlip's flip of the image is a view of it
+            out = view(dict(results) if self.deferred else copy.deepcopy(results))
             if out.get('flip', False) and out.get('flip_direction') != 'horizontal':
                 raise ValueError('MultiViewWithGeometry supports horizontal flips only, got '
                                  f"{out.get('flip_direction')!r}")
             images.append(out['img'])
-            geometry.append([*out['crop_box'], float(out.get('flip', False)),
-                             *out['img'].shape[:2]])
+            size = out['img_shape'] if self.deferred else out['img'].shape
+            geometry.append([*out['crop_box'], float(out.get('flip', False)), *size[:2]])
             if 'photometric' in out:
                 photometric.append(out['photometric'])
-        results['img'] = images
+        results['img'] = torch.from_numpy(np.ascontiguousarray(results['img'])) \
+            if self.deferred else images
         results['view_geometry'] = np.asarray(geometry, dtype=np.float32)  # (V, 7)
         if photometric:
             if len(photometric) != len(images):

@@ -23,6 +23,9 @@ class PhotometricDataPreprocessor(SelfSupDataPreprocessor):
     only normalised.
     """
 
+    # a subclass that makes the views itself may train without a photometric part
+    requires_photometric = True
+
     def forward(self, data: dict, training: bool = False) -> dict:
         data = self.cast_data(data)
         samples: Optional[list] = data.get('data_samples')
@@ -35,7 +38,7 @@ class PhotometricDataPreprocessor(SelfSupDataPreprocessor):
                                  f'image, but the inputs are not a list of as many views')
             data['inputs'] = [apply_photometric(view, params[:, v])
                               for v, view in enumerate(views)]
-        elif training:
+        elif training and self.requires_photometric:
             raise ValueError(
                 'PhotometricDataPreprocessor got a training batch without view_photometric: '
                 "put dict(type='DeferredPhotometric', transforms=[...]) in each view pipeline "
