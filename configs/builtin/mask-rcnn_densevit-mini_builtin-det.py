@@ -64,8 +64,8 @@ param_scheduler = [
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
          milestones=[int(max_iters * 0.8)], gamma=0.1),
 ]
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=max_iters)
+train_cfg = dict(_delete_=True, type='mmpretrain.ResumableIterBasedTrainLoop',
+                 max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25),
     checkpoint=dict(by_epoch=False, interval=max_iters,

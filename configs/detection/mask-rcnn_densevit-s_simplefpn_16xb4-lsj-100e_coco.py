@@ -40,8 +40,10 @@ val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 max_iters = 184375
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=5000, dynamic_intervals=[(max_iters - 4374, max_iters)])
+# resumes by skipping the batches done, by index (mmengine's loop would load them again)
+train_cfg = dict(_delete_=True, type='mmpretrain.ResumableIterBasedTrainLoop',
+                 max_iters=max_iters, val_interval=5000,
+                 dynamic_intervals=[(max_iters - 4374, max_iters)])
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
     dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False,

@@ -24,6 +24,9 @@ optim_wrapper = dict(
                        custom_keys={'.pos_embed': dict(decay_mult=0.),
                                     '.cls_token': dict(decay_mult=0.)}))
 
+# resumes by skipping the batches done, by index (mmengine's loop would load them again)
+train_cfg = dict(type='mmpretrain.ResumableIterBasedTrainLoop')
+
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=1500, end=160000),

@@ -11,7 +11,8 @@ def collate_source_images(data_batch: Sequence[dict]) -> dict:
 
     Each sample's ``inputs`` is an ``(H, W, 3)`` uint8 tensor (``MultiViewWithGeometry`` with
     ``DeferredResizedCrop`` leaves the decoded image so).  They are concatenated, flattened,
-    into one uint8 tensor -- one copy here in the worker, one transfer to the device -- and
+    into one uint8 tensor -- one copy here in the worker (into shared memory), one transfer
+    to the device -- and
     each data sample gets its image's ``source_shape`` ``(H, W)`` in its metainfo, from which
     ``DeviceAugmentDataPreprocessor`` finds the images again.
 
@@ -32,4 +33,10 @@ def collate_source_images(data_batch: Sequence[dict]) -> dict:
         item['data_samples'].set_metainfo(dict(source_shape=tuple(image.shape[:2])))
         images.append(image.reshape(-1))
         samples.append(item['data_samples'])
-    return dict(inputs=torch.cat(images), data_samples=samples)
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        # in a worker, concatenate straight into shared memory: the batch then crosses to the
+        # main process without another copy (as torch's default_collate does)
+        storage = images[0].untyped_storage()._new_shared(sum(i.numel() for i in images))
+        out = torch.empty(0, dtype=torch.uint8).set_(storage)
+    return dict(inputs=torch.cat(images, out=out), data_samples=samples)

@@ -1,37 +1,18 @@
 """Every image under a folder, for self-supervised pretraining."""
 import os.path as osp
-import random
 from collections import Counter
-from contextlib import contextmanager
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
-import numpy as np
 from mmengine.logging import print_log
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
 from .image_check import IMAGE_EXTENSIONS, MAX_PIXELS, too_large_reason, unreadable_reason
+from .seeded_dataset import seeded
 
 
 class UnreadableImageError(RuntimeError):
     """A training image that cannot be read or decoded."""
-
-
-@contextmanager
-def _seeded(seed: Optional[int]):
-    """Seed NumPy's and Python's global generators (those the transforms draw from) for one
-    sample, and put the previous states back afterwards."""
-    if seed is None:
-        yield
-        return
-    np_state, py_state = np.random.get_state(), random.getstate()
-    np.random.seed(seed)
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
 
 
 @DATASETS.register_module()
@@ -130,7 +111,7 @@ class UnlabeledImageFolder(CustomDataset):
             reason, error = too_large_reason(path, self.max_pixels), None
             if reason is None:
                 try:
-                    with _seeded(seed):
+                    with seeded(seed):
                         data = self.prepare_data(i)
                 except Exception as err:
                     reason = unreadable_reason(path, self.decode_backend, self.max_pixels)

@@ -42,6 +42,8 @@ class ResumableSampler(DefaultSampler):
         round_up (bool): Defaults to True.
     """
 
+    yields_draw_seeds = True  # ResumableBatchSampler checks this
+
     def __init__(self, dataset, shuffle: bool = True, seed: Optional[int] = None,
                  round_up: bool = True) -> None:
         if not getattr(dataset, 'takes_draw_seeds', False):

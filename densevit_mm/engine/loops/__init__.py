@@ -1,0 +1,3 @@
+from .resumable_iter_based_train_loop import ResumableIterBasedTrainLoop
+
+__all__ = ['ResumableIterBasedTrainLoop']
