@@ -1,7 +1,8 @@
 """Whether an image file decodes the way the training pipeline decodes it, and whether its
 size, read from its header, is within the pixel limit."""
+import io
 import threading
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import mmcv
 from PIL import Image
@@ -20,9 +21,9 @@ MAX_PIXELS = 2 ** 27
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def image_size(path: str) -> Optional[Tuple[int, int]]:
-    """``(width, height)`` from the header of ``path``, no pixel decoded; None if PIL does not
-    identify the file (the decoder then says what is wrong with it).
+def image_size(source: Union[str, bytes]) -> Optional[Tuple[int, int]]:
+    """``(width, height)`` from the header of ``source`` (a file, or its bytes), no pixel
+    decoded; None if PIL does not identify it (the decoder then says what is wrong with it).
 
     ``Image.open`` reads the header and leaves the pixels to ``load()``, which is never
     called.  It would refuse, with its own ``DecompressionBombError``, a header over twice
@@ -32,7 +33,7 @@ def image_size(path: str) -> Optional[Tuple[int, int]]:
     with _PIL_LIMIT_LOCK:
         pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 return img.size
         except Exception:  # each format plugin raises its own types
             return None
@@ -40,14 +41,14 @@ def image_size(path: str) -> Optional[Tuple[int, int]]:
             Image.MAX_IMAGE_PIXELS = pil_limit
 
 
-def too_large_reason(path: str, max_pixels: int = MAX_PIXELS) -> Optional[str]:
-    """Why ``path`` has too many pixels to be decoded, from its header, else None.
+def too_large_reason(source: Union[str, bytes], max_pixels: int = MAX_PIXELS) -> Optional[str]:
+    """Why ``source`` has too many pixels to be decoded, from its header, else None.
 
     Args:
-        path (str): The image file.
+        source (str | bytes): The image file, or its bytes.
         max_pixels (int): Largest width x height taken. Defaults to ``MAX_PIXELS`` (2**27).
     """
-    size = image_size(path)
+    size = image_size(source)
     if size is None or size[0] * size[1] <= max_pixels:
         return None
     width, height = size
@@ -71,9 +72,15 @@ def unreadable_reason(path: str, backend: str = 'cv2',
             data = f.read()
     except OSError as err:
         return f'cannot be read ({err.strerror or err})'
+    return undecodable_reason(data, backend, max_pixels)
+
+
+def undecodable_reason(data: bytes, backend: str = 'cv2',
+                       max_pixels: int = MAX_PIXELS) -> Optional[str]:
+    """:func:`unreadable_reason` of an image file's bytes (a shard member, say)."""
     if not data:
         return 'empty file (0 bytes)'
-    too_large = too_large_reason(path, max_pixels)
+    too_large = too_large_reason(data, max_pixels)
     if too_large is not None:
         return too_large
     try:

@@ -1,7 +1,7 @@
 """Every image under a folder, for self-supervised pretraining."""
 import os.path as osp
 from collections import Counter
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from mmengine.logging import print_log
 from mmpretrain.datasets import CustomDataset
@@ -54,6 +54,8 @@ class UnlabeledImageFolder(CustomDataset):
     """
 
     takes_draw_seeds = True  # ResumableSampler checks this
+    # where the unreadable files are listed (named in the errors)
+    listing_tool = 'tools/check_images.py lists'
 
     def __init__(self,
                  data_root: str = '',
@@ -96,6 +98,15 @@ class UnlabeledImageFolder(CustomDataset):
         print_log(message, logger='current')
         return data_list
 
+    def _too_large(self, i: int) -> Optional[str]:
+        """Why image ``i`` is over the pixel limit, from its header; None if it is not."""
+        return too_large_reason(self.get_data_info(i)['img_path'], self.max_pixels)
+
+    def _unreadable_reason(self, i: int) -> Optional[str]:
+        """Why image ``i`` cannot be read and decoded; None if it can."""
+        return unreadable_reason(self.get_data_info(i)['img_path'], self.decode_backend,
+                                 self.max_pixels)
+
     def __getitem__(self, draw: Union[int, Tuple[int, int]]) -> dict:
         if not self._fully_initialized:
             self.full_init()
@@ -108,21 +119,21 @@ class UnlabeledImageFolder(CustomDataset):
             if path in self._unreadable:
                 continue
             # from the header, before the pipeline decodes it (OpenCV takes up to 2**30)
-            reason, error = too_large_reason(path, self.max_pixels), None
+            reason, error = self._too_large(i), None
             if reason is None:
                 try:
                     with seeded(seed):
                         data = self.prepare_data(i)
                 except Exception as err:
-                    reason = unreadable_reason(path, self.decode_backend, self.max_pixels)
+                    reason = self._unreadable_reason(i)
                     if reason is None:  # the file is fine: a pipeline error, not ours to hide
                         raise
                     error = err
             if reason is not None:
                 if not self.skip_unreadable:
                     raise UnreadableImageError(
-                        f'training image {path} {reason}. Remove it (tools/check_images.py '
-                        'lists all such files) or set skip_unreadable=True on the dataset with '
+                        f'training image {path} {reason}. Remove it ({self.listing_tool} '
+                        'all such files) or set skip_unreadable=True on the dataset with '
                         'UnreadableImageHook in custom_hooks') from error
                 self._unreadable[path] = reason
                 skipped.append((path, reason))
@@ -134,4 +145,4 @@ class UnlabeledImageFolder(CustomDataset):
         raise UnreadableImageError(
             f'{self.max_substitutes + 1} images in a row from index {index} of {self.img_prefix} '
             f'are unreadable ({", ".join(tried[:5])} ...): is the folder right? '
-            'tools/check_images.py lists every unreadable file')
+            f'{self.listing_tool} every unreadable file')

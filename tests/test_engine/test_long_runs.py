@@ -15,6 +15,7 @@ import tests.fixtures.fault_hook  # noqa: F401  (registers FaultHook)
 import tests.fixtures.recording_hook  # noqa: F401  (registers RecordingHook)
 from densevit_mm.checkpoint import load_checkpoint_file, non_finite_tensors, plan_resume
 from densevit_mm.engine import TrainingPreempted, check_train_dataloader
+from tests.conftest import load_tool
 from tests.fixtures.fault_hook import FaultHook
 
 DEBUG_CONFIG = 'configs/pretrain/densevit_debug.py'
@@ -22,15 +23,22 @@ RUN_IDS = itertools.count()
 
 
 def make_runner(work_dir, data_root, hooks=(), iters=6, epochs=None, interval=2, keep=2,
-                batch_size=4, resume=None, data_prefix='pretrain', **overrides):
+                batch_size=4, resume=None, data_prefix='pretrain', shards=None, **overrides):
+    """A debug-config runner on ``data_root/data_prefix``, or on the shard folder
+    ``shards`` (UnlabeledImageShards) when given."""
     cfg = Config.fromfile(DEBUG_CONFIG)
     cfg.work_dir = str(work_dir)
     # logger and visualizer are process-wide instances found by name: one per run
     cfg.experiment_name = f'run_{next(RUN_IDS)}'
     cfg.visualizer.name = f'visualizer_{cfg.experiment_name}'
     cfg.train_dataloader.batch_size = batch_size
-    cfg.train_dataloader.dataset.data_root = data_root
-    cfg.train_dataloader.dataset.data_prefix = data_prefix
+    if shards:
+        cfg.train_dataloader.dataset = dict(type='UnlabeledImageShards', data_root=shards,
+                                            skip_unreadable=True,
+                                            pipeline=cfg.train_dataloader.dataset.pipeline)
+    else:
+        cfg.train_dataloader.dataset.data_root = data_root
+        cfg.train_dataloader.dataset.data_prefix = data_prefix
     cfg.custom_hooks = [dict(type='LambdaWarmupHook', start_iters=2),
                         dict(type='RecordingHook'), *hooks]
     by_epoch = epochs is not None
@@ -146,10 +154,24 @@ def test_rotation_keeps_the_newest_complete_checkpoints(tmp_path, synthetic_root
     assert open(work / 'last_checkpoint').read() == str(work / 'iter_8.pth')
 
 
-def test_sigterm_saves_mid_epoch_and_the_resumed_run_continues_exactly(tmp_path, synthetic_root):
+@pytest.fixture(scope='module')
+def synthetic_shards(synthetic_root, tmp_path_factory):
+    """The 32 images of ``synthetic_root/pretrain`` in shards of at most 64 KB."""
+    load_tool('make_shards').main([osp.join(synthetic_root, 'pretrain'),
+                                   str(tmp_path_factory.mktemp('shards') / 'out'),
+                                   '--shard-size', '64KB'])
+    return str(tmp_path_factory.getbasetemp() / 'shards0' / 'out')
+
+
+@pytest.mark.parametrize('source', ['folder', 'shards'])
+def test_sigterm_saves_mid_epoch_and_the_resumed_run_continues_exactly(tmp_path, synthetic_root,
+                                                                       synthetic_shards, source):
     """Random augmentations, an epoch-based loop, SIGTERM in the middle of epoch 2: the
-    resumed run sees the same images and views and reaches the same state."""
-    kwargs = dict(epochs=2, interval=1, keep=3)  # 32 images / batch 4: 8 iterations per epoch
+    resumed run sees the same images and views and reaches the same state, reading a folder
+    or its shards."""
+    shards = synthetic_shards if source == 'shards' else None
+    # 32 images / batch 4: 8 iterations per epoch
+    kwargs = dict(epochs=2, interval=1, keep=3, shards=shards)
     straight = tmp_path / 'straight'
     make_runner(straight, synthetic_root, **kwargs).train()
 

@@ -426,3 +426,40 @@ def test_tools_train_checks_the_photometric_option_before_training(tmp_path, syn
     assert result.returncode != 0
     assert "does not pack 'view_photometric'" in result.stderr
     assert 'Iter(train)' not in result.stdout + result.stderr
+
+
+def test_two_processes_resume_mid_epoch_from_shards_exactly(tmp_path, synthetic_root, repo_root):
+    """The pretraining from tar shards on 2 gloo processes (DDP's wrapper): SIGTERM to rank 1
+    in the middle of epoch 2, --resume, and the run ends with an uninterrupted run's weights
+    and queues."""
+    shards = str(tmp_path / 'shards')
+    load_tool('make_shards').main([osp.join(synthetic_root, 'pretrain'), shards,
+                                   '--shard-size', '64KB'])
+    pipeline = Config.fromfile(DEBUG_CONFIG).train_dataloader.dataset.pipeline
+
+    def config(name, hooks=''):
+        return write_test_config(
+            tmp_path / f'{name}.py', synthetic_root,
+            # 32 images, 2 processes x 4: 4 iterations per epoch
+            train_cfg="dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=2)",
+            default_hooks="dict(checkpoint=dict(by_epoch=True, interval=1))",
+            custom_hooks=f"[dict(type='LambdaWarmupHook', start_iters=2), "
+                         f"dict(type='RecordingHook'){hooks}]",
+            train_dataloader=f"dict(batch_size=4, dataset=dict(_delete_=True, "
+                             f"type='UnlabeledImageShards', data_root={shards!r}, "
+                             f"skip_unreadable=True, pipeline={[dict(t) for t in pipeline]!r}))")
+
+    straight, stopped = tmp_path / 'straight', tmp_path / 'stopped'
+    result = dist_train(config('plain'), straight, repo_root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = dist_train(config('fault', ", dict(type='FaultHook', fault='sigterm', iters=[5], "
+                                        "rank=1)"), stopped, repo_root)
+    assert f'SIGTERM: saved {stopped}/preempted_iter_6.pth after iteration 6' in \
+        result.stdout + result.stderr
+    result = dist_train(config('plain'), stopped, repo_root, '--resume')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'resuming inside epoch 2: its first 2 of 4 iterations' in result.stdout
+    end = torch.load(straight / 'epoch_2.pth', weights_only=True)['state_dict']
+    again = torch.load(stopped / 'epoch_2.pth', weights_only=True)['state_dict']
+    for key in end:  # weights, key encoder and both queues
+        torch.testing.assert_close(again[key], end[key], rtol=1e-5, atol=1e-6)

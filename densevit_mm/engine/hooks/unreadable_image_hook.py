@@ -46,7 +46,8 @@ class UnreadableImageHook(Hook):
         if not getattr(dataset, 'skip_unreadable', False):
             raise ValueError(f'UnreadableImageHook counts the images that the data set skips, but '
                              f'{type(dataset).__name__} does not skip any: use '
-                             'UnlabeledImageFolder with skip_unreadable=True, or drop the hook')
+                             'UnlabeledImageFolder or UnlabeledImageShards with '
+                             'skip_unreadable=True, or drop the hook')
         self.num_images = len(dataset)
         self.limit = int(self.max_share * self.num_images)
         self.unreadable = dict(runner.message_hub.get_info('unreadable_images') or {})
