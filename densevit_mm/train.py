@@ -42,7 +42,8 @@ from densevit_mm.checkpoint import (ACCEPTABLE, CheckpointFileError, DiskFullErr
                                     WorkDirLock, check_config_checkpoints, check_resume,
                                     load_checkpoint_file, plan_resume, run_record)
 from densevit_mm.engine import (PREEMPTED_EXIT_CODE, TrainingPreempted,
-                                check_device_augmentation, check_train_dataloader)
+                                check_device_augmentation, check_train_dataloader,
+                                resolve_num_workers)
 from densevit_mm.runner_args import add_runner_args, apply_runner_args
 
 # --amp turns each optimizer wrapper into its autocast variant
@@ -155,6 +156,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = 'densevit_mm.train') 
     each one-line error (``tools/train.py: ...`` when run by that script)."""
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
+    workers = resolve_num_workers(cfg)
     compat.setup_cpu_distributed(cfg)
     if cfg.launcher != 'none' and not is_distributed():  # the Runner then leaves it as it is
         init_dist(cfg.launcher, **cfg.get('env_cfg', {}).get('dist_cfg', {}))
@@ -171,6 +173,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = 'densevit_mm.train') 
             sys.exit(PREEMPTED_EXIT_CODE)  # nothing trained yet, nothing to save
     for level, message in plan.notes:
         runner.logger.log(level, message)
+    if workers:
+        runner.logger.info(workers)
     check_train_dataloader(runner)
     if plan.checkpoint is not None:
         check_resumed_run(runner, plan.checkpoint, args.accept_changes, prog)

@@ -57,6 +57,8 @@ ARCHS = {
     'configs/pretrain/densevit_debug.py': (192, 1, 96, True, (2, 256)),
     'configs/pretrain/densevit_s.py': (384, 12, 224, True, (2, 2048)),
     'configs/pretrain/densevit_s_device-photometric.py': (384, 12, 224, True, (2, 2048)),
+    'configs/pretrain/densevit_s_shards.py': (384, 12, 224, True, (2, 2048)),
+    'configs/pretrain/densevit_s_worker-augment.py': (384, 12, 224, True, (2, 2048)),
     'configs/pretrain/densevit_ti.py': (192, 12, 224, True, (2, 2048)),
     'configs/segmentation/fpn_densevit-s_4xb4-40k_ade20k-512x512.py': (384, 12, 512, True, None),
     'configs/segmentation/upernet_densevit-b_8xb2-160k_ade20k-512x512.py':
@@ -114,3 +116,12 @@ def test_pretrain_configs_follow_the_protocol(size, width):
     assert [h['type'] for h in cfg.custom_hooks] == ['LambdaWarmupHook']
     assert osp.join(cfg.train_dataloader.dataset.data_root,
                     cfg.train_dataloader.dataset.data_prefix) == 'data/imagenet/train'
+    # fed at GPU speed: the views are made on the device, workers from the launcher's cores,
+    # and the log says when the loader falls behind
+    assert cfg.data_preprocessor.type == 'DeviceAugmentDataPreprocessor'
+    assert cfg.train_dataloader.collate_fn.type == 'collate_source_images'
+    views = cfg.train_dataloader.dataset.pipeline[1]['transforms']
+    assert [[t['type'] for t in view] for view in views] == [
+        ['DeferredResizedCrop', 'DeferredPhotometric', 'RandomFlip']]
+    assert cfg.train_dataloader.num_workers == 'auto'
+    assert cfg.default_hooks.data_throughput.type == 'DataThroughputHook'

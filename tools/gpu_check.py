@@ -16,7 +16,13 @@ Installs nothing: run it with the project's environment (tools/setup_env.sh, the
    (CUDA's own count of synchronising operations);
 3. the benchmarks at the real shapes: ``tools/benchmark_pretrain.py --bf16`` (loss paths,
    the step against global-only) and ``tools/benchmark_lse_routes.py --bf16`` (the private
-   attention operator against FlexAttention).
+   attention operator against FlexAttention);
+4. the data path: ``tools/benchmark_data.py --device cuda`` (a worker's CPU time per image on
+   each data path, files and shards, and the device half of the augmentation -- crop and
+   resize, flip, photometric ops -- in images/s); and "is the headline run data-bound?":
+   the pretraining of step 2 (real images through ``densevit_s.py``'s loader, its workers
+   the cores of this machine) against the same step on synthetic inputs (step 3), with the
+   share of each iteration spent waiting for data and ``DataThroughputHook``'s warnings.
 
 Prints one table and writes ``<out>/gpu_check.json``; each step's output is kept under
 ``<out>``.  Exit status 1 when a check fails.
@@ -108,6 +114,7 @@ def pretraining(args, out):
     kernel = re.search(r'InfoNCE: fused kernel (\S+) checked for (\S+ / \S+ / dim \d+)', text)
     result['fused_kernel'] = f'{kernel.group(1)} ({kernel.group(2)})' if kernel else None
     result['fallback_warnings'] = text.count(FALLBACK)
+    result['loader_behind_warnings'] = text.count('the data loader is behind')
     result['skipped_steps'] = sum(text.count(s) for s in SKIPPED)
     scalars = sorted(glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json')))
     rows = [json.loads(line) for line in open(scalars[-1])] if scalars else []
@@ -121,6 +128,9 @@ def pretraining(args, out):
         result['hub_share'] = last.get('hub_share')
         times = sorted(row['time'] for row in rows if 'time' in row)
         result['images_per_s'] = args.batch / times[len(times) // 2] if times else None
+        waits = sorted(row['data_time'] / row['time'] for row in rows[1:]
+                       if row.get('time') and 'data_time' in row)  # the first: start-up
+        result['data_wait_share'] = waits[len(waits) // 2] if waits else None
     queue_len = 1024 if args.quick else 65536
     result['chance'] = math.log(queue_len + 1)
     syncs = osp.join(work, 'host_syncs_rank0.pt')
@@ -156,8 +166,11 @@ def benchmarks(args, out):
         pretrain=['tools/benchmark_pretrain.py', *common, '--bf16', '--out',
                   osp.join(out, 'benchmark_pretrain.json')],
         lse_routes=['tools/benchmark_lse_routes.py', *common, '--bf16', '--out',
-                    osp.join(out, 'benchmark_lse_routes.json')])
+                    osp.join(out, 'benchmark_lse_routes.json')],
+        data=['tools/benchmark_data.py', '--device', args.device, '--rounds',
+              str(args.reps), '--out', osp.join(out, 'benchmark_data.json')])
     if args.quick:
+        commands['data'] += ['--num-images', '16', '--batch', '8']
         commands['pretrain'] += ['--loss-shape', '256', '1024', '128', '--batch', '2',
                                  '--skip-step']
         commands['lse_routes'] += ['--shape', '256', '1024', '128']
@@ -200,9 +213,31 @@ def summary_rows(tests, train, bench):
         rows.append((f'log-sum-exp route: {name}',
                      r.get('error') or f'{r["seconds"] * 1e3:.2f} ms, {r["time_vs_private"]:.2f}x',
                      None))
+    rows += data_rows(train, step, bench['data']['report'] or {})
     for name, b in bench.items():
         rows.append((f'benchmark {name}', f'exit {b["exit_code"]}, {b["seconds"]:.0f} s',
                      b['exit_code'] == 0))
+    return rows
+
+
+def data_rows(train, step, data):
+    """Rows on the data path: worker cost per path, the device half, and whether the
+    pretraining with real data loading keeps the pace of the step on synthetic inputs."""
+    rows = []
+    for name, r in data.get('variants', {}).items():
+        rows.append((f'worker CPU ms / image: {name}', f'{r["cpu_ms_per_image"]:.2f} '
+                     f'({r["vs_decode"]:.2f} decodes, {r["cores_per_gpu"]:.1f} cores per GPU)',
+                     None))
+    for name, ms in data.get('device_part', {}).get('ms_per_image', {}).items():
+        rows.append((f'device half of {name}', f'{1e3 / ms:.0f} images/s', None))
+    if train.get('data_wait_share') is not None:
+        rows.append(('share of an iteration waiting for data (median, real loader)',
+                     f'{train["data_wait_share"]:.1%}, {train["loader_behind_warnings"]} '
+                     'DataThroughputHook warnings', None))
+    if train.get('images_per_s') and 'images_per_s' in step:
+        rows.append(('pretraining images/s, real data loading vs synthetic inputs',
+                     f'{train["images_per_s"]:.0f} vs {step["images_per_s"]:.0f} '
+                     f'({train["images_per_s"] / step["images_per_s"]:.2f})', None))
     return rows
 
 

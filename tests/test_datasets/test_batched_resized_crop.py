@@ -151,8 +151,9 @@ def test_deferred_crop_refuses_a_resize_it_does_not_reproduce(kwargs):
 @pytest.mark.parametrize('views, message', [
     ([['DeferredResizedCrop', 'RandomFlip'], ['RandomResizedCropWithBox']],
      'in every view pipeline of MultiViewWithGeometry or in none'),
-    ([['DeferredResizedCrop', 'Solarize']], 'with DeferredPhotometric and horizontal '
-                                            'RandomFlips only'),
+    ([['DeferredResizedCrop', 'Solarize']], 'with DeferredPhotometric and one horizontal '
+                                            'RandomFlip at most'),
+    ([['DeferredResizedCrop', 'RandomFlip', 'RandomFlip']], 'one horizontal RandomFlip'),
     ([['RandomFlip', 'DeferredResizedCrop']], 'must start with it'),
     ([['DeferredResizedCrop', 'RandomResizedCropWithBox']], 'needs one RandomResizedCropWith'),
 ])
@@ -166,17 +167,25 @@ def test_deferred_view_pipelines_hold_only_what_the_device_applies(views, messag
                               transforms=[[cfgs[n] for n in view] for view in views]))
 
 
-def test_collate_concatenates_decoded_images_and_records_their_shapes():
+def test_collate_copies_the_part_of_each_image_its_views_cover():
     rng = np.random.default_rng(4)
     images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(5, 7, 3), (2, 3, 3)]]
-    batch = collate_source_images([dict(inputs=torch.from_numpy(img), data_samples=DataSample())
-                                   for img in images])
-    assert batch['inputs'].tolist() == np.concatenate([i.reshape(-1) for i in images]).tolist()
-    assert [s.source_shape for s in batch['data_samples']] == [(5, 7), (2, 3)]
+    boxes = [[[1, 0, 3, 2], [2, 1, 6, 4]], [[0, 0, 3, 2], [0, 0, 1, 1]]]  # x1, y1, x2, y2
+    samples = []
+    for img, views in zip(images, boxes):
+        geometry = np.zeros((2, 7), np.float32)
+        geometry[:, :4] = views
+        samples.append(dict(inputs=torch.from_numpy(img),
+                            data_samples=DataSample(view_geometry=geometry)))
+    batch = collate_source_images(samples)
+    covered = [images[0][0:4, 1:6], images[1][0:2, 0:3]]  # the union of each image's boxes
+    assert batch['inputs'].tolist() == np.concatenate([c.reshape(-1) for c in covered]).tolist()
+    assert [s.source_shape for s in batch['data_samples']] == [(4, 5), (2, 3)]
+    assert [s.source_origin for s in batch['data_samples']] == [(1, 0), (0, 0)]
     with pytest.raises(TypeError, match=r"got \(3, 5, 7\).*other pipelines collate with "
                                         r"dict\(type='default_collate'\)"):
         collate_source_images([dict(inputs=torch.zeros(3, 5, 7, dtype=torch.uint8),
-                                    data_samples=DataSample())])
+                                    data_samples=DataSample(view_geometry=geometry))])
 
 
 def test_the_preprocessor_refuses_a_training_batch_of_ready_views():

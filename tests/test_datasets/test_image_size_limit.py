@@ -153,3 +153,33 @@ def test_a_training_run_skips_logs_and_lists_a_too_large_image(tmp_path, folder_
     assert listed[0] == f'{huge}\t{HUGE_REASON}' and listed[1].startswith(f'{truncated}\t')
     assert '2 of 18 training images were unreadable and skipped so far' in text
     assert huge_bytes not in decodes_of
+
+
+def jpeg_bytes(mode, size, **save):
+    import io
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new(mode, size, 'white' if mode != 'CMYK' else (0, 0, 0, 0)).save(out, 'JPEG', **save)
+    return out.getvalue()
+
+
+def test_the_jpeg_header_walk_reads_what_pil_reads():
+    """Baseline, progressive, grayscale and CMYK JPEGs, a large EXIF segment before the
+    frame header; no size from anything else, or from a JPEG cut before its frame header."""
+    import io
+
+    from PIL import Image
+
+    from densevit_mm.datasets.image_check import image_size, jpeg_size
+    exif = Image.Exif()
+    exif[0x010E] = 'x' * 30000  # ImageDescription: a 30 KB APP1 segment
+    cases = [jpeg_bytes('RGB', (640, 480)), jpeg_bytes('RGB', (123, 7), progressive=True),
+             jpeg_bytes('L', (33, 4097)), jpeg_bytes('CMYK', (50, 60)),
+             jpeg_bytes('RGB', (300, 200), exif=exif.tobytes())]
+    for data in cases:
+        assert jpeg_size(data) == Image.open(io.BytesIO(data)).size == image_size(data)
+    png = io.BytesIO()
+    Image.new('RGB', (20, 10)).save(png, 'PNG')
+    assert jpeg_size(png.getvalue()) is None and image_size(png.getvalue()) == (20, 10)
+    assert jpeg_size(cases[4][:1000]) is None  # cut inside the EXIF segment
+    assert jpeg_size(b'\xff\xd8\xff\xda' + bytes(20)) is None

@@ -64,7 +64,9 @@ device_train_pipeline = [
 
 train_dataloader = dict(
     batch_size=64,  # per GPU: 8 GPUs x 64 = 512
-    num_workers=8,
+    # the cores the launcher gives each process, less one (densevit_mm/engine/data_workers.py:
+    # SLURM_CPUS_PER_TASK, or the CPU affinity shared by the node's processes)
+    num_workers='auto',
     drop_last=True,
     persistent_workers=True,
     pin_memory=True,

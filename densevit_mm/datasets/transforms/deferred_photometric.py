@@ -76,25 +76,29 @@ class DeferredPhotometric(BaseTransform):
             return 'blur'
         raise ValueError(f'{_ORDER_HELP}; {type(t).__name__} is not supported')
 
-    def transform(self, results: dict) -> dict:
-        row = np.full(bp.NUM_COLUMNS, np.nan)
-        row[[bp.JITTER, bp.GRAY, bp.BLUR]] = 0
+    def draw(self) -> np.ndarray:
+        """One view's parameters: a float64 row, columns in :mod:`batched_photometric`."""
+        row = [0.] + [np.nan] * (bp.NUM_COLUMNS - 1)  # a list: a worker draws per image
+        row[bp.GRAY] = row[bp.BLUR] = 0.
         for kind, t, wrapper in self.steps:
             if kind == 'jitter':
                 if wrapper is not None and not wrapper.random_apply():
                     continue
                 order, *factors = t._rand_params()
-                row[bp.JITTER], row[bp.ORDER] = 1, order
+                row[bp.JITTER], row[bp.ORDER] = 1., list(order)
                 if factors[3] is not None:  # hue factor -> Pillow's 8-bit shift
                     factors[3] = int(factors[3] * 255) % 256
                 row[bp.FACTORS] = [np.nan if f is None else f for f in factors]
             elif kind == 'gray':
                 if t._random_prob() < t.prob:
-                    row[bp.GRAY], row[bp.GRAY_WEIGHTS] = 1, self.gray_weights
+                    row[bp.GRAY], row[bp.GRAY_WEIGHTS] = 1., list(self.gray_weights)
             elif not t.random_disable():  # blur
-                row[bp.BLUR] = 1
+                row[bp.BLUR] = 1.
                 row[bp.RADIUS] = t.radius if t.radius is not None else t.random_magnitude()
-        results['photometric'] = row
+        return np.array(row, dtype=np.float64)
+
+    def transform(self, results: dict) -> dict:
+        results['photometric'] = self.draw()
         return results
 
     def __repr__(self) -> str:

@@ -13,8 +13,11 @@ import torch
 from mmpretrain.datasets.transforms import MultiView, RandomResizedCrop
 from mmpretrain.registry import TRANSFORMS
 
-# what may follow DeferredResizedCrop in a view pipeline: the device applies these after it
-_AFTER_DEFERRED_CROP = ('DeferredPhotometric', 'RandomFlip')
+from .deferred_photometric import DeferredPhotometric
+
+# the view pipelines whose views the device makes (DeviceAugmentDataPreprocessor)
+_DEFERRED_VIEWS = [['DeferredResizedCrop', *photometric, *flip]
+                   for photometric in ([], ['DeferredPhotometric']) for flip in ([], ['RandomFlip'])]
 
 
 @TRANSFORMS.register_module()
@@ -59,7 +62,7 @@ class DeferredResizedCrop(RandomResizedCropWithBox):
     def transform(self, results: dict) -> dict:
         top, left, height, width = self.rand_crop_params(results['img'])
         results['source_shape'] = results['img'].shape[:2]
-        results['img_shape'] = (self.scale[1], self.scale[0])
+        results['img_shape'] = tuple(self.scale)  # (h, w)
         results['crop_box'] = (left, top, left + width, top + height)
         return results
 
@@ -102,12 +105,11 @@ class MultiViewWithGeometry(MultiView):
         for view, view_names in zip(transforms, names):
             horizontal = all(t.get('direction', 'horizontal') == 'horizontal' for t in view
                              if t.get('type') == 'RandomFlip')
-            if self.deferred and (view_names[0] != 'DeferredResizedCrop' or not horizontal
-                                  or any(n not in _AFTER_DEFERRED_CROP for n in view_names[1:])):
+            if self.deferred and (view_names not in _DEFERRED_VIEWS or not horizontal):
                 raise ValueError(
                     'a view pipeline with DeferredResizedCrop must start with it and go on '
-                    'with DeferredPhotometric and horizontal RandomFlips only (what the device '
-                    f'applies after the crop); got {view_names}')
+                    'with DeferredPhotometric and one horizontal RandomFlip at most (what the '
+                    f'device applies after the crop); got {view_names}')
             if 'DeferredPhotometric' not in view_names:
                 continue
             at = view_names.index('DeferredPhotometric')
@@ -119,24 +121,51 @@ class MultiViewWithGeometry(MultiView):
                     f'device, where only a horizontal flip commutes with them; got {view_names}')
 
     def transform(self, results: dict) -> dict:
-        images, geometry, photometric = [], [], []
-        for view in self.transforms:
-            # deferred: the views only draw, and RandomFlip's flip of the image is a view of it
-            out = view(dict(results) if self.deferred else copy.deepcopy(results))
-            if out.get('flip', False) and out.get('flip_direction') != 'horizontal':
-                raise ValueError('MultiViewWithGeometry supports horizontal flips only, got '
-                                 f"{out.get('flip_direction')!r}")
-            images.append(out['img'])
-            size = out['img_shape'] if self.deferred else out['img'].shape
-            geometry.append([*out['crop_box'], float(out.get('flip', False)), *size[:2]])
-            if 'photometric' in out:
-                photometric.append(out['photometric'])
-        results['img'] = torch.from_numpy(np.ascontiguousarray(results['img'])) \
-            if self.deferred else images
+        if self.deferred:
+            geometry, photometric = self._draw_views(results['img'])
+            # left as decoded; PackInputs passes a tensor on unchanged
+            results['img'] = torch.from_numpy(np.ascontiguousarray(results['img']))
+        else:
+            geometry, photometric = self._make_views(results)
         results['view_geometry'] = np.asarray(geometry, dtype=np.float32)  # (V, 7)
         if photometric:
-            if len(photometric) != len(images):
+            if len(photometric) != len(geometry):
                 raise ValueError('DeferredPhotometric must be in every view pipeline of '
                                  'MultiViewWithGeometry or in none')
             results['view_photometric'] = np.stack(photometric)  # (V, NUM_COLUMNS)
         return results
+
+    def _make_views(self, results: dict) -> tuple:
+        """Run each view pipeline; ``results['img']`` becomes the list of views.  Returns
+        the geometry rows and the photometric rows."""
+        images, geometry, photometric = [], [], []
+        for view in self.transforms:
+            out = view(copy.deepcopy(results))
+            if out.get('flip', False) and out.get('flip_direction') != 'horizontal':
+                raise ValueError('MultiViewWithGeometry supports horizontal flips only, got '
+                                 f"{out.get('flip_direction')!r}")
+            images.append(out['img'])
+            geometry.append([*out['crop_box'], float(out.get('flip', False)),
+                             *out['img'].shape[:2]])
+            if 'photometric' in out:
+                photometric.append(out['photometric'])
+        results['img'] = images
+        return geometry, photometric
+
+    def _draw_views(self, img: np.ndarray) -> tuple:
+        """Deferred views: each view's geometry row and photometric row, drawn with the calls
+        its transforms would make on the image, in their order, and nothing else (the
+        device makes the pixels)."""
+        geometry, photometric = [], []
+        for view in self.transforms:
+            crop, *rest = view.transforms
+            top, left, height, width = crop.rand_crop_params(img)
+            flipped = False
+            for t in rest:
+                if isinstance(t, DeferredPhotometric):
+                    photometric.append(t.draw())
+                else:  # RandomFlip, horizontal: its own draw
+                    flipped = t._choose_direction() is not None
+            geometry.append([left, top, left + width, top + height, float(flipped),
+                             *crop.scale])
+        return geometry, photometric

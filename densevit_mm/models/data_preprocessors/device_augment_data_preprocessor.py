@@ -16,7 +16,8 @@ class DeviceAugmentDataPreprocessor(PhotometricDataPreprocessor):
     The data workers decode each image and draw every parameter (``DeferredResizedCrop``,
     ``DeferredPhotometric``, ``RandomFlip`` inside ``MultiViewWithGeometry``) with the same
     random calls as the per-image pipeline; ``collate_source_images`` sends the decoded images
-    as one uint8 tensor.  Here every view of the batch is cut and resized at once, as Pillow's
+    (the part of each that the views cover) as one uint8 tensor.  Here every view of the
+    batch is cut and resized at once, as Pillow's
     bilinear resize does it (bit for bit, :mod:`batched_resized_crop`), and flipped where it
     was drawn so: with the same seed the model gets the same input tensors as with the
     per-image pipeline.  Arguments are ``SelfSupDataPreprocessor``'s.
@@ -47,6 +48,7 @@ class DeviceAugmentDataPreprocessor(PhotometricDataPreprocessor):
         """Every view of the batch from the decoded images: ``V`` tensors ``(B, 3, h, w)``,
         float32 integer values 0..255, BGR as decoded."""
         shapes = np.array([s.source_shape for s in samples], dtype=np.int64)  # (B, 2)
+        origins = np.array([s.source_origin for s in samples], dtype=np.int64)  # (B, 2): x, y
         sizes = shapes[:, 0] * shapes[:, 1] * 3
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (B,)
         if sizes.sum() != sources.numel():
@@ -59,7 +61,8 @@ class DeviceAugmentDataPreprocessor(PhotometricDataPreprocessor):
             if (size != size[0]).any():
                 raise ValueError(f'view {v} has several output sizes in one batch: '
                                  f'{np.unique(size, axis=0).tolist()}')
-            view = resized_crops(sources, offsets, shapes, geometry[:, v, :4],
+            boxes = geometry[:, v, :4].astype(np.int64) - np.tile(origins, 2)  # (B, 4)
+            view = resized_crops(sources, offsets, shapes, boxes,
                                  tuple(int(x) for x in size[0]))  # (B, 3, h, w)
             flipped = torch.from_numpy(geometry[:, v, 4] == 1).to(view.device, non_blocking=True)
             views.append(torch.where(flipped.view(-1, 1, 1, 1), view.flip(-1), view))
