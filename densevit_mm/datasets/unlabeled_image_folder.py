@@ -83,7 +83,7 @@ class UnlabeledImageFolder(CustomDataset):
         self.max_substitutes = max_substitutes
         self._left_out = Counter()  # extension -> files left out while listing
         self._unreadable = {}  # path -> reason, found by this process
-        self._bytes = (None, b'')  # (index, bytes) of the image read last
+        self._bytes = (None, None, b'')  # (index, data info, bytes) of the image read last
         super().__init__(data_root=data_root, data_prefix=data_prefix, with_label=False,
                          extensions=extensions, **kwargs)
         # the loader's settings decode the bytes the data set reads; an empty pipeline only
@@ -114,17 +114,17 @@ class UnlabeledImageFolder(CustomDataset):
         print_log(message, logger='current')
         return data_list
 
-    def _read_bytes(self, i: int) -> bytes:
-        """The bytes of image ``i``, as ``LoadImageFromFile`` reads them."""
-        return fileio.get(self.get_data_info(i)['img_path'],
-                          backend_args=self._loader.backend_args)
+    def _read_bytes(self, info: dict) -> bytes:
+        """The bytes of the image of ``info``, as ``LoadImageFromFile`` reads them."""
+        return fileio.get(info['img_path'], backend_args=self._loader.backend_args)
 
     def _read(self, i: int) -> bytes:
-        """Image ``i``'s bytes, kept until another image is read: the header check, the
-        decode and (for a bad one) the reason come from one read."""
+        """Image ``i``'s bytes, kept with its data info until another image is read: the
+        header check, the decode and (for a bad one) the reason come from one read."""
         if self._bytes[0] != i:
-            self._bytes = (i, self._read_bytes(i))
-        return self._bytes[1]
+            info = self.get_data_info(i)
+            self._bytes = (i, info, self._read_bytes(info))
+        return self._bytes[2]
 
     def _unreadable_reason(self, i: int) -> Optional[str]:
         """Why image ``i`` cannot be read and decoded; None if it can."""
@@ -137,9 +137,10 @@ class UnlabeledImageFolder(CustomDataset):
     def prepare_data(self, i: int) -> dict:
         """Decode image ``i`` as the pipeline's ``LoadImageFromFile`` would, then run the
         rest of the pipeline."""
-        results = self.get_data_info(i)
+        data = self._read(i)
+        results = dict(self._bytes[1])
         loader = self._loader
-        img = mmcv.imfrombytes(self._read(i), flag=loader.color_type,
+        img = mmcv.imfrombytes(data, flag=loader.color_type,
                                backend=loader.imdecode_backend)
         if img is None:
             raise ValueError(f'failed to load image: {results["img_path"]}')

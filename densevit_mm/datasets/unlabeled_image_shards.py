@@ -67,11 +67,10 @@ class UnlabeledImageShards(UnlabeledImageFolder):
                   f'({total:.2f} GB) in {self.data_root}{where}', logger='current')
         return data_list
 
-    def _read_bytes(self, i: int) -> bytes:
-        """Image ``i``'s bytes: one ``pread`` at its offset in its shard."""
+    def _read_bytes(self, info: dict) -> bytes:
+        """The image's bytes: one ``pread`` at its offset in its shard."""
         if self._pid != os.getpid():  # a forked worker opens its own descriptors
             self._files, self._pid = {}, os.getpid()
-        info = self.get_data_info(i)
         fd = self._files.get(info['shard'])
         if fd is None:
             fd = self._files[info['shard']] = os.open(

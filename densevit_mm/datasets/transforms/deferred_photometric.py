@@ -8,7 +8,10 @@ from mmpretrain.datasets.transforms import ColorJitter, GaussianBlur
 from mmpretrain.registry import TRANSFORMS
 
 from . import batched_photometric as bp
+from .random_draws import draw_method
 
+# each step's first random method
+_DRAWS = dict(jitter='_rand_params', gray='_random_prob', blur='random_disable')
 _ORDER_HELP = ('DeferredPhotometric takes, in this order and each at most once: ColorJitter '
                "(backend='pillow', optionally inside RandomApply), RandomGrayscale "
                "(keep_channels=True, color_format 'bgr' or 'rgb') and GaussianBlur -- the "
@@ -51,6 +54,10 @@ class DeferredPhotometric(BaseTransform):
             if kind == 'gray':
                 self.gray_weights = np.array(t.channel_weights) / sum(t.channel_weights)
             self.steps.append((kind, t, wrapper))
+        # the random methods the draw calls, per step: (kind, transform, draw, apply draw)
+        self._draws = [(kind, t, draw_method(t, _DRAWS[kind]),
+                        None if wrapper is None else draw_method(wrapper, 'random_apply'))
+                       for kind, t, wrapper in self.steps]
         kinds = [kind for kind, _, _ in self.steps]
         ranked = [('jitter', 'gray', 'blur').index(k) for k in kinds]
         if ranked != sorted(set(ranked)):
@@ -80,21 +87,22 @@ class DeferredPhotometric(BaseTransform):
         """One view's parameters: a float64 row, columns in :mod:`batched_photometric`."""
         row = [0.] + [np.nan] * (bp.NUM_COLUMNS - 1)  # a list: a worker draws per image
         row[bp.GRAY] = row[bp.BLUR] = 0.
-        for kind, t, wrapper in self.steps:
+        for kind, t, draw, applied in self._draws:
             if kind == 'jitter':
-                if wrapper is not None and not wrapper.random_apply():
+                if applied is not None and not applied():
                     continue
-                order, *factors = t._rand_params()
+                order, *factors = draw()
                 row[bp.JITTER], row[bp.ORDER] = 1., list(order)
                 if factors[3] is not None:  # hue factor -> Pillow's 8-bit shift
                     factors[3] = int(factors[3] * 255) % 256
                 row[bp.FACTORS] = [np.nan if f is None else f for f in factors]
             elif kind == 'gray':
-                if t._random_prob() < t.prob:
+                if draw() < t.prob:
                     row[bp.GRAY], row[bp.GRAY_WEIGHTS] = 1., list(self.gray_weights)
-            elif not t.random_disable():  # blur
+            elif not draw():  # blur: random_disable
                 row[bp.BLUR] = 1.
-                row[bp.RADIUS] = t.radius if t.radius is not None else t.random_magnitude()
+                row[bp.RADIUS] = t.radius if t.radius is not None else \
+                    draw_method(t, 'random_magnitude')()
         return np.array(row, dtype=np.float64)
 
     def transform(self, results: dict) -> dict:

@@ -14,6 +14,7 @@ from mmpretrain.datasets.transforms import MultiView, RandomResizedCrop
 from mmpretrain.registry import TRANSFORMS
 
 from .deferred_photometric import DeferredPhotometric
+from .random_draws import draw_method
 
 # the view pipelines whose views the device makes (DeviceAugmentDataPreprocessor)
 _DEFERRED_VIEWS = [['DeferredResizedCrop', *photometric, *flip]
@@ -119,6 +120,13 @@ class MultiViewWithGeometry(MultiView):
                     f'DeferredPhotometric must come after {crops[0][0]}, followed by '
                     'horizontal RandomFlips only: its ops are applied to the final view on the '
                     f'device, where only a horizontal flip commutes with them; got {view_names}')
+        # deferred: per view, the crop's output size, its draw, the later draws (photometric,
+        # flip)
+        self._view_draws = [
+            (view.transforms[0].scale, draw_method(view.transforms[0], 'rand_crop_params'),
+             [t if isinstance(t, DeferredPhotometric) else draw_method(t, '_choose_direction')
+              for t in view.transforms[1:]]) for view in self.transforms] \
+            if self.deferred else []
 
     def transform(self, results: dict) -> dict:
         if self.deferred:
@@ -157,15 +165,13 @@ class MultiViewWithGeometry(MultiView):
         its transforms would make on the image, in their order, and nothing else (the
         device makes the pixels)."""
         geometry, photometric = [], []
-        for view in self.transforms:
-            crop, *rest = view.transforms
-            top, left, height, width = crop.rand_crop_params(img)
+        for size, crop, draws in self._view_draws:
+            top, left, height, width = crop(img)
             flipped = False
-            for t in rest:
-                if isinstance(t, DeferredPhotometric):
-                    photometric.append(t.draw())
+            for draw in draws:
+                if isinstance(draw, DeferredPhotometric):
+                    photometric.append(draw.draw())
                 else:  # RandomFlip, horizontal: its own draw
-                    flipped = t._choose_direction() is not None
-            geometry.append([left, top, left + width, top + height, float(flipped),
-                             *crop.scale])
+                    flipped = draw() is not None
+            geometry.append([left, top, left + width, top + height, float(flipped), *size])
         return geometry, photometric
