@@ -1,8 +1,9 @@
 """How long a transfer run takes to resume early and late in its schedule, with the loop
 that skips the batches done by index and with mmengine's, which loads them all again.
 
-    python tools/benchmark_transfer_resume.py [--config configs/builtin/linear_densevit-mini_builtin-seg.py]
-        [--iters 300] [--repeats 2] [--work-dir work_dirs/benchmark_transfer_resume]
+    python tools/benchmark_transfer_resume.py
+        [--config configs/builtin/linear_densevit-mini_builtin-seg.py] [--iters 300]
+        [--repeats 2] [--work-dir work_dirs/benchmark_transfer_resume]
         [--out benchmark_transfer_resume.json]
 
 Generates the built-in ADE20K-layout set (64 training images of 128 px), trains the config
@@ -10,8 +11,8 @@ for ``--iters`` iterations with a checkpoint every tenth of them, then resumes f
 checkpoints at 10% and at 90% for one more iteration, with ``ResumableIterBasedTrainLoop``
 and with mmengine's ``IterBasedTrainLoop``, in turn (A B A B ...).  Reported: the seconds
 from the resumed run's start to the end of its one iteration (checkpoint loading and the
-data placement included, the process start-up and the loader's shutdown not), medians over ``--repeats``, and the
-ratio of the late resume to the early one.
+data placement included, the process start-up and the loader's shutdown not), medians over
+``--repeats``, and the ratio of the late resume to the early one.
 """
 import argparse
 import gc

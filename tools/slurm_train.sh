@@ -3,7 +3,11 @@
 #   [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=... PYTHON=python] \
 #   tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [tools/train.py arguments]
 # GPUS is the number of tasks.  GPUS_PER_NODE=0 runs CPU-only tasks (gloo, no --gres),
-# TASKS_PER_NODE of them per node (default: all GPUS on one node).
+# TASKS_PER_NODE of them per node (default: all GPUS on one node).  Each task gets
+# CPUS_PER_TASK cores, and num_workers='auto' (the pretraining configs) gives it that many
+# data workers less one: DenseViT-S near an H200's limit needs about 10 worker cores per GPU
+# (docs/benchmarks.md), so give CPUS_PER_TASK=12 where the nodes have them; the log warns,
+# with the workers that would keep up, when steps wait for data.
 #
 # Preemption and requeue.  On SIGTERM -- what Slurm sends at preemption, on scancel, and
 # before the time limit with --signal=TERM@SECONDS -- every rank finishes its iteration,
@@ -15,9 +19,9 @@
 # WORK_DIR/preempted this run wrote -- it requeues its own job, which then resumes; a job
 # that failed for another reason is not requeued):
 #
-#   sbatch -p PARTITION --nodes=2 --ntasks-per-node=8 --gres=gpu:8 --cpus-per-task=5 \
+#   sbatch -p PARTITION --nodes=2 --ntasks-per-node=8 --gres=gpu:8 --cpus-per-task=12 \
 #       --requeue --signal=TERM@180 --time=24:00:00 --job-name=densevit_s \
-#       --wrap 'REQUEUE=1 GPUS=16 tools/slurm_train.sh PARTITION densevit_s \
+#       --wrap 'REQUEUE=1 GPUS=16 CPUS_PER_TASK=12 tools/slurm_train.sh PARTITION densevit_s \
 #               configs/pretrain/densevit_s.py work_dirs/densevit_s --resume'
 #
 # The 180 s of --signal leave time for the iteration in progress and the save.  Jobs

@@ -12,8 +12,8 @@ from .unlabeled_image_shards import UnlabeledImageShards
 
 __all__ = ['BUILTIN_MARKER', 'DeferredResizedCrop', 'IMAGE_EXTENSIONS', 'MAX_PIXELS',
            'MultiViewWithGeometry', 'RandomResizedCropWithBox', 'ResumableBatchSampler',
-           'ResumableSampler', 'SHAPES', 'SeededDataset', 'ShardError',
-           'UnlabeledImageFolder', 'UnlabeledImageShards', 'UnreadableImageError',
-           'collate_source_images',           'draw_seeds', 'image_size', 'read_index', 'render_scene', 'seeded', 'stage_shards',
-           'too_large_reason', 'unreadable_reason', 'write_shards',
-           'write_ade20k_layout', 'write_coco_layout', 'write_image_folder']
+           'ResumableSampler', 'SHAPES', 'SeededDataset', 'ShardError', 'UnlabeledImageFolder',
+           'UnlabeledImageShards', 'UnreadableImageError', 'collate_source_images',
+           'draw_seeds', 'image_size', 'read_index', 'render_scene', 'seeded', 'stage_shards',
+           'too_large_reason', 'unreadable_reason', 'write_ade20k_layout', 'write_coco_layout',
+           'write_image_folder', 'write_shards']

@@ -64,6 +64,7 @@ def test_accuracy_counts_matches_within_one_patch():
 
 
 def test_views_need_a_crop_that_records_its_box():
-    with pytest.raises(ValueError, match='needs one RandomResizedCropWithBox or DeferredResizedCrop'):
+    with pytest.raises(ValueError,
+                       match='needs one RandomResizedCropWithBox or DeferredResizedCrop'):
         TRANSFORMS.build(dict(type='MultiViewWithGeometry', num_views=2,
                               transforms=[[dict(type='RandomResizedCrop', scale=64)]]))

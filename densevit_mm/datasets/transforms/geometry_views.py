@@ -18,7 +18,8 @@ from .random_draws import draw_method
 
 # the view pipelines whose views the device makes (DeviceAugmentDataPreprocessor)
 _DEFERRED_VIEWS = [['DeferredResizedCrop', *photometric, *flip]
-                   for photometric in ([], ['DeferredPhotometric']) for flip in ([], ['RandomFlip'])]
+                   for photometric in ([], ['DeferredPhotometric'])
+                   for flip in ([], ['RandomFlip'])]
 
 
 @TRANSFORMS.register_module()
