@@ -15,10 +15,12 @@ Layout of a shard folder::
                                          "name": [...]}}   (offset: of the member's data)
 """
 import fcntl
+import hashlib
 import json
 import os
 import os.path as osp
 import shutil
+import socket
 import tarfile
 import time
 from typing import Callable, Iterable, List, Optional
@@ -128,11 +130,14 @@ def check_shards(shard_dir: str, shards: List[dict]) -> None:
                 'tools/make_shards.py')
 
 
-def stage_shards(shard_dir: str, shards: List[dict], local_dir: str,
+def stage_shards(shard_dir: str, shards: List[dict], stage_to: str,
                  log: Callable[[str], None] = print) -> str:
-    """Copy the shards to ``local_dir`` (node-local disk), once per node: processes of one
-    node take a file lock in turn, and a shard already there with the indexed size is kept.
-    Each copy is renamed into place when complete.  Returns ``local_dir``."""
+    """Copy the shards to a folder of ``stage_to`` (node-local disk) named by their index's
+    hash -- two shard sets staged to one place never mix --, once per node: the processes of
+    a node take a file lock in turn, and a shard already there with the indexed size is kept.
+    Each copy is renamed into place when complete.  Returns the folder."""
+    with open(osp.join(shard_dir, INDEX), 'rb') as f:
+        local_dir = osp.join(stage_to, hashlib.sha1(f.read()).hexdigest()[:16])
     os.makedirs(local_dir, exist_ok=True)
     with open(osp.join(local_dir, '.staging.lock'), 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -141,8 +146,9 @@ def stage_shards(shard_dir: str, shards: List[dict], local_dir: str,
             target = osp.join(local_dir, shard['name'])
             if osp.isfile(target) and osp.getsize(target) == shard['bytes']:
                 continue
-            shutil.copyfile(osp.join(shard_dir, shard['name']), target + '.tmp')
-            os.replace(target + '.tmp', target)
+            partial = f'{target}.{socket.gethostname()}.{os.getpid()}.tmp'
+            shutil.copyfile(osp.join(shard_dir, shard['name']), partial)
+            os.replace(partial, target)
             copied += shard['bytes']
         if copied:
             log(f'staged {copied / 1e9:.2f} GB of shards from {shard_dir} to {local_dir} in '

@@ -5,6 +5,8 @@ from contextlib import contextmanager
 from typing import Optional, Tuple, Union
 
 import numpy as np
+from mmengine.registry import DATASETS as ROOT_DATASETS
+from mmpretrain.registry import DATASETS
 from torch.utils.data import get_worker_info
 
 
@@ -32,6 +34,7 @@ def seeded(seed: Optional[int]):
         random.setstate(py_state)
 
 
+@DATASETS.register_module()
 class SeededDataset:
     """Any data set (mmseg's, mmdet's) taking draws ``(index, draw_seed)``: each sample's
     pipeline runs with the global generators seeded by its draw seed.
@@ -43,13 +46,14 @@ class SeededDataset:
     on unseeded.
 
     Args:
-        dataset: The data set (built).
+        dataset (dict | Dataset): The data set, or its config (built in the current scope:
+            mmseg's, mmdet's).
     """
 
     takes_draw_seeds = True
 
     def __init__(self, dataset) -> None:
-        self.dataset = dataset
+        self.dataset = ROOT_DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
 
     def __getitem__(self, draw: Union[int, Tuple[int, int]]):
         index, seed = draw if isinstance(draw, tuple) else (draw, None)

@@ -118,18 +118,18 @@ class UnlabeledImageFolder(CustomDataset):
         """The bytes of the image of ``info``, as ``LoadImageFromFile`` reads them."""
         return fileio.get(info['img_path'], backend_args=self._loader.backend_args)
 
-    def _read(self, i: int) -> bytes:
-        """Image ``i``'s bytes, kept with its data info until another image is read: the
-        header check, the decode and (for a bad one) the reason come from one read."""
+    def _read(self, i: int) -> Tuple[dict, bytes]:
+        """Image ``i``'s data info and bytes, kept for the rest of the draw: its header
+        check, decode and (for a bad one) reason come from one read."""
         if self._bytes[0] != i:
             info = self.get_data_info(i)
             self._bytes = (i, info, self._read_bytes(info))
-        return self._bytes[2]
+        return self._bytes[1], self._bytes[2]
 
     def _unreadable_reason(self, i: int) -> Optional[str]:
         """Why image ``i`` cannot be read and decoded; None if it can."""
         try:
-            data = self._read(i)
+            data = self._read(i)[1]
         except OSError as err:
             return f'cannot be read ({err.strerror or err})'
         return undecodable_reason(data, self._loader.imdecode_backend, self.max_pixels)
@@ -137,8 +137,8 @@ class UnlabeledImageFolder(CustomDataset):
     def prepare_data(self, i: int) -> dict:
         """Decode image ``i`` as the pipeline's ``LoadImageFromFile`` would, then run the
         rest of the pipeline."""
-        data = self._read(i)
-        results = dict(self._bytes[1])
+        info, data = self._read(i)
+        results = dict(info)
         loader = self._loader
         img = mmcv.imfrombytes(data, flag=loader.color_type,
                                backend=loader.imdecode_backend)
@@ -155,6 +155,7 @@ class UnlabeledImageFolder(CustomDataset):
         if get_worker_info() is not None:
             keep_freed_image_memory()
         index, seed = draw if isinstance(draw, tuple) else (draw, None)
+        self._bytes = (None, None, b'')  # read afresh in each draw
         skipped, tried = [], []
         for attempt in range(self.max_substitutes + 1):
             i = (index + attempt) % len(self)
@@ -164,7 +165,7 @@ class UnlabeledImageFolder(CustomDataset):
                 continue
             # from the header, before the image is decoded (OpenCV takes up to 2**30)
             try:
-                reason, error = too_large_reason(self._read(i), self.max_pixels), None
+                reason, error = too_large_reason(self._read(i)[1], self.max_pixels), None
             except OSError as err:
                 reason, error = self._unreadable_reason(i), err
             if reason is None:

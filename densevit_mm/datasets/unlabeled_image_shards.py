@@ -1,17 +1,22 @@
 """The images of a folder packed in tar shards, read map-style by offset."""
 import os
 import os.path as osp
+from collections import OrderedDict
 from typing import Optional
 
 from mmengine.logging import print_log
 from mmpretrain.registry import DATASETS
 
-from .image_shards import read_index, stage_shards
+from .image_shards import ShardError, read_index, stage_shards
 from .unlabeled_image_folder import UnlabeledImageFolder
 
 
 @DATASETS.register_module()
 class UnlabeledImageShards(UnlabeledImageFolder):
+    # descriptors a process keeps open (a data set of thousands of shards stays far from the
+    # usual limit of 1024)
+    open_shards = 64
+
     """:class:`UnlabeledImageFolder` reading a folder's images from the tar shards that
     ``tools/make_shards.py`` wrote: the same images in the same order, the same draws
     ``(index, draw_seed)`` through ``ResumableSampler`` (exact mid-epoch resume, every image
@@ -42,7 +47,7 @@ class UnlabeledImageShards(UnlabeledImageFolder):
                 raise TypeError(f'UnlabeledImageShards takes no {key}: the shards hold what '
                                 'tools/make_shards.py packed from the folder')
         self.stage_to = stage_to
-        self._files = {}  # shard number -> open file descriptor (per process)
+        self._files = OrderedDict()  # shard number -> open descriptor, least recent first
         self._pid = None
         super().__init__(data_root=data_root, **kwargs)
 
@@ -69,10 +74,28 @@ class UnlabeledImageShards(UnlabeledImageFolder):
 
     def _read_bytes(self, info: dict) -> bytes:
         """The image's bytes: one ``pread`` at its offset in its shard."""
-        if self._pid != os.getpid():  # a forked worker opens its own descriptors
-            self._files, self._pid = {}, os.getpid()
+        if self._pid != os.getpid():  # forked: the parent's descriptors are its own
+            for fd in self._files.values():
+                os.close(fd)
+            self._files, self._pid = OrderedDict(), os.getpid()
         fd = self._files.get(info['shard'])
         if fd is None:
+            if len(self._files) >= self.open_shards:
+                os.close(self._files.popitem(last=False)[1])
             fd = self._files[info['shard']] = os.open(
                 osp.join(self._shard_dir, self._shard_names[info['shard']]), os.O_RDONLY)
-        return os.pread(fd, info['size'], info['offset'])
+        else:
+            self._files.move_to_end(info['shard'])
+        data = os.pread(fd, info['size'], info['offset'])
+        if len(data) != info['size']:
+            raise ShardError(
+                f'{osp.join(self._shard_dir, self._shard_names[info["shard"]])} ends before '
+                f'{info["img_path"]} ({len(data)} of its {info["size"]} bytes): the shard was '
+                'truncated after the run started. Copy it again, or write the shards again '
+                'with tools/make_shards.py')
+        return data
+
+    def __del__(self) -> None:
+        if getattr(self, '_pid', None) == os.getpid():
+            for fd in self._files.values():
+                os.close(fd)

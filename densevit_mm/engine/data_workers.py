@@ -9,24 +9,26 @@ def cores_per_process(environ: Mapping[str, str] = os.environ,
                       affinity: Optional[int] = None) -> Tuple[int, str]:
     """The cores one training process may use, and where that number comes from.
 
-    - Slurm gives each task (one process per GPU) ``SLURM_CPUS_PER_TASK`` cores;
+    - Slurm gives each task ``SLURM_CPUS_PER_TASK`` cores (``tools/slurm_train.sh``: one
+      task, one process, per GPU);
     - otherwise the process may run on the cores of its CPU affinity (what ``taskset``,
-      cgroups or a container allow), shared by the processes of this node: torchrun's
-      ``LOCAL_WORLD_SIZE`` (``tools/dist_train.sh`` gives one per GPU).
+      cgroups or a container allow);
+    - either is shared by the processes torchrun starts in it (``LOCAL_WORLD_SIZE``:
+      ``tools/dist_train.sh`` starts one per GPU, also inside one Slurm task).
 
     Args:
         environ: The environment. Defaults to ``os.environ``.
         affinity (int, optional): Cores of the affinity mask. Defaults to this process's.
     """
     if environ.get('SLURM_CPUS_PER_TASK', '').isdigit():
-        return int(environ['SLURM_CPUS_PER_TASK']), 'SLURM_CPUS_PER_TASK'
-    if affinity is None:
-        affinity = len(os.sched_getaffinity(0))
+        cores, source = int(environ['SLURM_CPUS_PER_TASK']), 'SLURM_CPUS_PER_TASK'
+    else:
+        cores = affinity if affinity is not None else len(os.sched_getaffinity(0))
+        source = f'{cores} cores of the CPU affinity'
     local = int(environ.get('LOCAL_WORLD_SIZE', '1') or 1)
     if local > 1:
-        return max(1, affinity // local), (f'{affinity} cores of the CPU affinity shared by '
-                                           f'{local} processes on this node')
-    return affinity, f'{affinity} cores of the CPU affinity'
+        return max(1, cores // local), f'{source} shared by {local} processes on this node'
+    return cores, source
 
 
 def resolve_num_workers(cfg, environ: Mapping[str, str] = os.environ,

@@ -52,9 +52,11 @@ def check_device_augmentation(runner) -> None:
     from densevit_mm.models.data_preprocessors import (DeviceAugmentDataPreprocessor,
                                                        PhotometricDataPreprocessor)
 
-    def name(cfg: dict) -> str:
-        kind = cfg.get('type')
-        return getattr(kind, '__name__', kind)
+    def name(cfg) -> str:
+        """A transform's, function's or class's type without its registry scope."""
+        kind = cfg.get('type') if isinstance(cfg, dict) else cfg
+        kind = getattr(kind, '__name__', kind)
+        return kind.rsplit('.', 1)[-1] if isinstance(kind, str) else kind
 
     loader = runner.cfg.get('train_dataloader') or {}
     configs = list(_dicts(loader))

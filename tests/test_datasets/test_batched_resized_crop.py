@@ -208,3 +208,31 @@ def test_cuda_equals_the_cpu_exactly():
     cuda = brc.resized_crops(sources.cuda(), offsets[rows[:, 0]], shapes, rows[:, 1:],
                              (224, 224))
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=0)
+
+
+def test_the_deferred_views_pickle_for_workers_started_with_spawn():
+    import pickle
+
+    from mmengine.config import Config
+    pipeline = Config.fromfile('configs/pretrain/densevit_s.py').train_dataloader.dataset.pipeline
+    views = TRANSFORMS.build(pipeline[1])
+    again = pickle.loads(pickle.dumps(views))
+    from densevit_mm.datasets import seeded
+    img = np.random.default_rng(6).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    with seeded(3):
+        a = views(dict(img=img))
+    with seeded(3):
+        b = again(dict(img=img))
+    np.testing.assert_array_equal(a['view_geometry'], b['view_geometry'])
+    np.testing.assert_array_equal(a['view_photometric'], b['view_photometric'])
+
+
+@pytest.mark.parametrize('img', [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32),
+                                 np.zeros((8, 8, 4), np.uint8)])
+def test_deferred_views_refuse_what_the_device_cannot_crop(img):
+    views = TRANSFORMS.build(dict(type='MultiViewWithGeometry', num_views=2, transforms=[[
+        dict(type='DeferredResizedCrop', **CROP)]]))
+    with pytest.raises(ValueError, match=r"decoded \(H, W, 3\) uint8 images; x.jpg is .*"
+                                         r"LoadImageFromFile\(color_type='color', "
+                                         r"to_float32=False\)"):
+        views(dict(img=img, img_path='x.jpg'))

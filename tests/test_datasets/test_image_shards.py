@@ -1,4 +1,5 @@
 """tools/make_shards.py and UnlabeledImageShards against the folder they were made from."""
+import hashlib
 import json
 import os
 import os.path as osp
@@ -123,7 +124,9 @@ def test_staging_copies_once_and_reads_the_local_copies(shards, tmp_path, mm_log
     local = str(tmp_path / 'local')
     first = UnlabeledImageShards(data_root=out, stage_to=local, pipeline=small_pipeline())
     index = json.load(open(osp.join(out, 'index.json')))
-    copies = [osp.join(local, s['name']) for s in index['shards']]
+    staged, = os.listdir(local)  # a folder named by the index's hash
+    assert staged == hashlib.sha1(open(osp.join(out, 'index.json'), 'rb').read()).hexdigest()[:16]
+    copies = [osp.join(local, staged, s['name']) for s in index['shards']]
     assert all(osp.getsize(c) == s['bytes'] for c, s in zip(copies, index['shards']))
     assert any('staged 0.00 GB of shards' in text for _, text in mm_log)
     mtimes = [os.stat(c).st_mtime_ns for c in copies]
@@ -132,6 +135,28 @@ def test_staging_copies_once_and_reads_the_local_copies(shards, tmp_path, mm_log
     os.rename(out, out + '_moved')  # reads go to the local copies
     assert torch.equal(first[(2, 5)]['inputs'], second[(2, 5)]['inputs'])
     assert first.get_data_info(2)['img_path'].startswith(out)  # named as in the shard folder
+
+
+def test_a_shard_cut_after_the_start_is_named_and_descriptors_stay_bounded(shards,
+                                                                        monkeypatch):
+    out = shards[1]
+    sharded = UnlabeledImageShards(data_root=out, pipeline=small_pipeline())
+    monkeypatch.setattr(sharded, 'open_shards', 2)
+    for i in range(len(sharded)):
+        sharded._bytes = (None, None, b'')
+        sharded._read(i)
+        assert len(sharded._files) <= 2
+    index = json.load(open(osp.join(out, 'index.json')))
+    images = index['images']
+    k = next(i for i, name in enumerate(images['name']) if name.endswith('.png')
+             and images['shard'][i] == images['shard'][-1])  # a good image of the last shard
+    last = osp.join(out, index['shards'][images['shard'][k]]['name'])
+    with open(last, 'r+b') as f:
+        f.truncate(images['offset'][k] + 10)
+    sharded._bytes = (None, None, b'')
+    with pytest.raises(ShardError, match=f'{last} ends before .*{images["name"][k]} \\(10 of '
+                                         'its .* the shard was truncated after the run started'):
+        sharded[(k, 0)]
 
 
 def test_a_pipeline_that_does_not_start_with_the_loader_is_refused(shards):

@@ -8,7 +8,10 @@ from densevit_mm.engine import DataThroughputHook, cores_per_process, resolve_nu
 
 
 @pytest.mark.parametrize('environ,affinity,expected', [
-    (dict(SLURM_CPUS_PER_TASK='12', LOCAL_WORLD_SIZE='8'), 96, (12, 'SLURM_CPUS_PER_TASK')),
+    (dict(SLURM_CPUS_PER_TASK='12'), 96, (12, 'SLURM_CPUS_PER_TASK')),  # srun: task = process
+    # torchrun's 8 processes inside one Slurm task of 96 cores
+    (dict(SLURM_CPUS_PER_TASK='96', LOCAL_WORLD_SIZE='8'), 128,
+     (12, 'SLURM_CPUS_PER_TASK shared by 8 processes on this node')),
     (dict(LOCAL_WORLD_SIZE='8'), 128,
      (16, '128 cores of the CPU affinity shared by 8 processes on this node')),
     (dict(LOCAL_WORLD_SIZE='8'), 4, (1, '4 cores of the CPU affinity shared by 8 processes '
@@ -19,6 +22,15 @@ from densevit_mm.engine import DataThroughputHook, cores_per_process, resolve_nu
 def test_cores_per_process_from_slurm_or_the_affinity_shared_on_the_node(environ, affinity,
                                                                          expected):
     assert cores_per_process(environ, affinity) == expected
+
+
+def test_glibc_keeps_freed_image_buffers_in_a_worker():
+    """The settings glibc must take (this machine's C library is glibc)."""
+    import multiprocessing
+
+    from densevit_mm.datasets.worker_memory import keep_freed_image_memory
+    with multiprocessing.get_context('fork').Pool(1) as pool:  # not this test process
+        assert pool.apply(keep_freed_image_memory) is True
 
 
 def test_auto_workers_keep_one_core_for_the_training_process():

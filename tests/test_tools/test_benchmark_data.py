@@ -37,7 +37,6 @@ def test_every_data_path_from_files_and_shards_and_the_decode(tmp_path):
     assert views[DEFAULT] == ['DeferredResizedCrop', 'DeferredPhotometric', 'RandomFlip']
     decode = sets[DECODE][0]
     assert decode[(2, 0)] == 375  # read and decoded: the image's height
-    assert benchmark_data.worker_cpu_seconds(decode, len, [(i, 0) for i in range(3)], 2) > 0
 
 
 def test_generated_jpegs_are_photo_sized_and_reproducible(tmp_path):
@@ -79,14 +78,17 @@ def test_rows_and_printed_table_for_known_timings():
 
 
 @pytest.mark.slow
-def test_main_measures_every_path_in_worker_processes_and_writes_the_report(
-        tmp_path, monkeypatch, capsys):
+def test_main_measures_every_path_in_worker_processes_and_writes_the_report(tmp_path,
+                                                                           repo_root):
+    """In a fresh process, as users run it: data loader workers forked from this test
+    process, where earlier tests loaded faiss's OpenMP and OpenBLAS, can hang at start."""
+    import subprocess
     out = tmp_path / 'data.json'
-    monkeypatch.setattr(sys, 'argv', ['benchmark_data.py', '--num-images', '4', '--rounds', '1',
-                                      '--batch', '2', '--step-images-per-s', '1000', '--out',
-                                      str(out)])
-    monkeypatch.setattr(benchmark_data.torch, 'set_num_threads', lambda n: None)
-    benchmark_data.main()
+    result = subprocess.run(
+        [sys.executable, os.path.join(repo_root, 'tools/benchmark_data.py'), '--num-images',
+         '4', '--rounds', '1', '--batch', '2', '--step-images-per-s', '1000', '--out',
+         str(out)], capture_output=True, text=True, timeout=600, cwd=repo_root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report['images'] == '4 generated 500x375'
     assert report['step_images_per_s'] == 1000. and report['rate_source'] == 'given'
@@ -96,4 +98,4 @@ def test_main_measures_every_path_in_worker_processes_and_writes_the_report(
             row['cpu_ms_per_image'])
     assert sorted(report['device_part']['ms_per_image']) == ['device photometric',
                                                              'device views (default)']
-    assert f'| {DEFAULT} |' in capsys.readouterr().out
+    assert f'| {DEFAULT} |' in result.stdout

@@ -407,6 +407,9 @@ def test_augmentation_on_the_device_trains_exactly_as_per_image(tmp_path, synthe
      'PhotometricDataPreprocessor, which does not make views'),
     (True, True, 'DeviceAugmentDataPreprocessor', None, None,
      'but the training pipeline has no DeferredResizedCrop'),
+    # scoped type names are the same types
+    (True, True, 'PhotometricDataPreprocessor', 'mmpretrain.DeferredResizedCrop',
+     'collate_source_images', 'PhotometricDataPreprocessor, which does not make views'),
 ])
 def test_a_run_that_would_lose_or_fail_its_augmentation_is_refused_at_start(
         tmp_path, synthetic_root, deferred, packed, preprocessor, crop, collate, message):

@@ -64,6 +64,10 @@ class ResumableBatchSampler:
                 # whole passes only: a batch sampler left part-way may keep state (mmdet's
                 # aspect-ratio buckets)
                 length = sum(1 for _ in self.batch_sampler)
+                if length == 0:
+                    raise ValueError(f'a pass of {type(self.batch_sampler).__name__} over '
+                                     f'{len(self.sampler)} samples gives no batch of '
+                                     f'{self.batch_size}: nothing to resume in')
                 if remaining < length:
                     break
                 remaining, epoch = remaining - length, epoch + 1

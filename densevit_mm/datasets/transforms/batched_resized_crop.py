@@ -15,7 +15,10 @@ whatever the summation order, so the result equals Pillow's on any device.  The 
 matmuls run on the GPU's FP64 units (tensor cores on H100 / H200).
 
 Views are grouped by size before they are padded into one batch, so that a few large images
-do not inflate the work of all the others (:func:`size_groups`).
+do not inflate the work of all the others (:func:`size_groups`).  A group holds its padded
+crops as float64 with their gather index, about 32 bytes per pixel of the device's memory
+while it is resized: about 0.2 GB for 32 views of 500 x 375, 2.2 GB for one crop of ImageNet's
+largest image (about 10,000 x 7,000).
 """
 import functools
 from typing import List, Sequence, Tuple

@@ -8,7 +8,7 @@ from mmpretrain.datasets.transforms import ColorJitter, GaussianBlur
 from mmpretrain.registry import TRANSFORMS
 
 from . import batched_photometric as bp
-from .random_draws import draw_method
+from .random_draws import DrawMethod
 
 # each step's first random method
 _DRAWS = dict(jitter='_rand_params', gray='_random_prob', blur='random_disable')
@@ -55,8 +55,8 @@ class DeferredPhotometric(BaseTransform):
                 self.gray_weights = np.array(t.channel_weights) / sum(t.channel_weights)
             self.steps.append((kind, t, wrapper))
         # the random methods the draw calls, per step: (kind, transform, draw, apply draw)
-        self._draws = [(kind, t, draw_method(t, _DRAWS[kind]),
-                        None if wrapper is None else draw_method(wrapper, 'random_apply'))
+        self._draws = [(kind, t, DrawMethod(t, _DRAWS[kind]),
+                        None if wrapper is None else DrawMethod(wrapper, 'random_apply'))
                        for kind, t, wrapper in self.steps]
         kinds = [kind for kind, _, _ in self.steps]
         ranked = [('jitter', 'gray', 'blur').index(k) for k in kinds]
@@ -102,7 +102,7 @@ class DeferredPhotometric(BaseTransform):
             elif not draw():  # blur: random_disable
                 row[bp.BLUR] = 1.
                 row[bp.RADIUS] = t.radius if t.radius is not None else \
-                    draw_method(t, 'random_magnitude')()
+                    DrawMethod(t, 'random_magnitude')()
         return np.array(row, dtype=np.float64)
 
     def transform(self, results: dict) -> dict:

@@ -14,7 +14,7 @@ from mmpretrain.datasets.transforms import MultiView, RandomResizedCrop
 from mmpretrain.registry import TRANSFORMS
 
 from .deferred_photometric import DeferredPhotometric
-from .random_draws import draw_method
+from .random_draws import DrawMethod
 
 # the view pipelines whose views the device makes (DeviceAugmentDataPreprocessor)
 _DEFERRED_VIEWS = [['DeferredResizedCrop', *photometric, *flip]
@@ -91,7 +91,8 @@ class MultiViewWithGeometry(MultiView):
 
     def __init__(self, transforms: List[List[dict]], num_views: Union[int, List[int]]) -> None:
         super().__init__(transforms, num_views)
-        names = [[t.get('type') for t in view] for view in transforms]
+        # type names without a registry scope ('mmpretrain.RandomFlip' is a RandomFlip)
+        names = [[str(t.get('type')).rsplit('.', 1)[-1] for t in view] for view in transforms]
         crops = [[n for n in view if n in ('RandomResizedCropWithBox', 'DeferredResizedCrop')]
                  for view in names]
         if not all(len(c) == 1 for c in crops):
@@ -105,8 +106,8 @@ class MultiViewWithGeometry(MultiView):
                              f'the device or here; got {names}')
         self.deferred = kinds == {'DeferredResizedCrop'}
         for view, view_names in zip(transforms, names):
-            horizontal = all(t.get('direction', 'horizontal') == 'horizontal' for t in view
-                             if t.get('type') == 'RandomFlip')
+            horizontal = all(t.get('direction', 'horizontal') == 'horizontal'
+                             for t, n in zip(view, view_names) if n == 'RandomFlip')
             if self.deferred and (view_names not in _DEFERRED_VIEWS or not horizontal):
                 raise ValueError(
                     'a view pipeline with DeferredResizedCrop must start with it and go on '
@@ -124,14 +125,22 @@ class MultiViewWithGeometry(MultiView):
         # deferred: per view, the crop's output size, its draw, the later draws (photometric,
         # flip)
         self._view_draws = [
-            (view.transforms[0].scale, draw_method(view.transforms[0], 'rand_crop_params'),
-             [t if isinstance(t, DeferredPhotometric) else draw_method(t, '_choose_direction')
+            (view.transforms[0].scale, DrawMethod(view.transforms[0], 'rand_crop_params'),
+             [t if isinstance(t, DeferredPhotometric) else DrawMethod(t, '_choose_direction')
               for t in view.transforms[1:]]) for view in self.transforms] \
             if self.deferred else []
 
     def transform(self, results: dict) -> dict:
         if self.deferred:
-            geometry, photometric = self._draw_views(results['img'])
+            img = results['img']
+            if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
+                    and img.shape[2] == 3):
+                kind = f'{img.dtype} {img.shape}' if isinstance(img, np.ndarray) else type(img)
+                raise ValueError(
+                    'views made on the device start from decoded (H, W, 3) uint8 images; '
+                    f"{results.get('img_path', 'the image')} is {kind}: load it with "
+                    "LoadImageFromFile(color_type='color', to_float32=False), the default")
+            geometry, photometric = self._draw_views(img)
             # left as decoded; PackInputs passes a tensor on unchanged
             results['img'] = torch.from_numpy(np.ascontiguousarray(results['img']))
         else:

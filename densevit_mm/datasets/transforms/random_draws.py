@@ -1,19 +1,32 @@
 """A transform's random draw, called without mmcv's per-call wrapper."""
-import functools
-from typing import Callable
+from typing import Any
 
 
-def draw_method(transform, name: str) -> Callable:
-    """``transform.<name>`` as a plain bound call.
+class DrawMethod:
+    """``transform.<name>(*args)`` as a plain call.
 
     mmcv's ``cache_randomness`` wraps the random methods of its transforms in a descriptor
     that copies itself on every attribute access (for its optional parameter cache, which
     only ``cache_random_params`` switches on).  A data worker draws about twenty times per
     image; calling the wrapped function directly makes the same calls to the random
-    generators without that cost.
+    generators without that cost.  Pickled as the transform and the method's name (data
+    loader workers started with ``spawn`` look the function up again).
     """
-    for cls in type(transform).__mro__:
-        if name in cls.__dict__:
-            method = cls.__dict__[name]
-            return functools.partial(getattr(method, 'func', method), transform)
-    raise AttributeError(f'{type(transform).__name__} has no method {name}')
+
+    def __init__(self, transform, name: str) -> None:
+        self.transform, self.name = transform, name
+        for cls in type(transform).__mro__:
+            if name in cls.__dict__:
+                method = cls.__dict__[name]
+                self._function = getattr(method, 'func', method)
+                return
+        raise AttributeError(f'{type(transform).__name__} has no method {name}')
+
+    def __call__(self, *args) -> Any:
+        return self._function(self.transform, *args)
+
+    def __getstate__(self) -> tuple:
+        return self.transform, self.name
+
+    def __setstate__(self, state: tuple) -> None:
+        self.__init__(*state)

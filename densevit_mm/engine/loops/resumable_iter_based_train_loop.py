@@ -5,7 +5,6 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from mmengine.dataset import InfiniteSampler
 from mmengine.logging import print_log
-from mmengine.registry import DATASETS
 from mmengine.runner import IterBasedTrainLoop
 from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.loops import _InfiniteDataloaderIterator
@@ -14,7 +13,6 @@ from mmpretrain.registry import LOOPS
 from torch.utils.data import DataLoader
 
 from densevit_mm.datasets.samplers import ResumableBatchSampler
-from densevit_mm.datasets.seeded_dataset import SeededDataset
 
 SEED_INFO = 'train_sampler_seed'  # message hub key; checkpoints carry it
 
@@ -61,20 +59,17 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
 
     @staticmethod
     def _resumable(cfg: dict) -> dict:
-        """The loader config with the data set built and wrapped, the batch sampler wrapped;
-        the rest as the runner builds it."""
+        """The loader config with its data set and batch sampler wrapped; the rest as the
+        runner builds it."""
         cfg = copy.deepcopy(cfg)
         sampler = cfg.get('sampler', {}).get('type')
         if sampler in ('ResumableSampler', 'mmpretrain.ResumableSampler'):
             raise TypeError('ResumableIterBasedTrainLoop takes an index sampler (InfiniteSampler '
                             'or DefaultSampler) and seeds the draws itself; ResumableSampler '
                             'goes with EpochBasedTrainLoop')
-        dataset = cfg.pop('dataset')
-        if isinstance(dataset, dict):
-            dataset = DATASETS.build(dataset)
-            if hasattr(dataset, 'full_init'):
-                dataset.full_init()
-        cfg['dataset'] = SeededDataset(dataset)
+        # a config, built by the runner (which deep-copies the loader config: a built data set
+        # would be copied whole)
+        cfg['dataset'] = dict(type='mmpretrain.SeededDataset', dataset=cfg.pop('dataset'))
         cfg['batch_sampler'] = dict(type='mmpretrain.ResumableBatchSampler',
                                     batch_sampler=cfg.pop('batch_sampler', None),
                                     drop_last=cfg.pop('drop_last', False))
