@@ -466,3 +466,29 @@ def test_two_processes_resume_mid_epoch_from_shards_exactly(tmp_path, synthetic_
     again = torch.load(stopped / 'epoch_2.pth', weights_only=True)['state_dict']
     for key in end:  # weights, key encoder and both queues
         torch.testing.assert_close(again[key], end[key], rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_train_the_device_views_as_the_per_image_pipeline(tmp_path, synthetic_root,
+                                                                        repo_root):
+    """Through tools/dist_train.sh on 2 gloo processes (MMDistributedDataParallel's own
+    train_step calls the data preprocessor): the views made on the device give the per-image
+    pipeline's losses and queues on both ranks."""
+    records = {}
+    for name, options in (('per_image', dict(deferred=False,
+                                             preprocessor='SelfSupDataPreprocessor')),
+                          ('device', dict(deferred=True,
+                                          preprocessor='DeviceAugmentDataPreprocessor',
+                                          crop='DeferredResizedCrop',
+                                          collate='collate_source_images'))):
+        cfg = photometric_config(tmp_path, synthetic_root, **options)
+        work = tmp_path / f'dist_{name}'
+        result = dist_train(cfg.filename, work, repo_root)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        records[name] = [torch.load(work / f'record_rank{r}.pt', weights_only=True)
+                         for r in (0, 1)]
+    for rank in (0, 1):
+        per_image, device = records['per_image'][rank], records['device'][rank]
+        assert sorted(device['losses']) == [0, 1, 2, 3]
+        assert device['losses'] == per_image['losses']
+        for key in ('head.loss_global', 'head.loss_dense'):
+            assert torch.equal(device['queues'][key]['queue'], per_image['queues'][key]['queue'])
